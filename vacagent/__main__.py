@@ -1,0 +1,3 @@
+from vacagent.cli import main
+
+raise SystemExit(main())

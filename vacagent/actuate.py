@@ -1,0 +1,172 @@
+"""Carry out a Plan: closes, deletes, then creates, in that order.
+
+Every step writes its intent to the state store before calling the backend:
+a new machine's directory and record exist before `create_machine` is
+called (the name is the idempotency key); a deletion is recorded (with our
+shutdown message, unless the machine left its own) before
+`delete_machine`.  A crash at any point leaves a record that the next
+cycle's reconcile completes: nothing is leaked.
+
+A failed create stops creation of that machinetype for the rest of the
+cycle.  Capacity, quota and permanent errors put the machinetype into
+backoff; a temporary error (timeout, 5xx) does not, and its record is kept
+until reconcile sees whether the machine appeared after all.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from vacagent import __version__, backoff, errors, features, userdata
+from vacagent.backends.base import Backend, CreateRequest
+from vacagent.backoff import FeedbackState
+from vacagent.fetch import Fetcher
+from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
+from vacagent.report import Reporter
+from vacagent.state.store import SpaceStore
+
+
+def _state(record: MachineRecord) -> MachineState:
+    try:
+        return MachineState(record.state)
+    except ValueError:
+        return MachineState.UNKNOWN
+
+
+def machine_name(machinetype: str) -> str:
+    """`<machinetype>-<8 hex>`, at most 63 characters (a DNS label)."""
+    return f"{machinetype[:54].rstrip('-')}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Actuator:
+    space: str
+    site: str
+    backend: Backend
+    store: SpaceStore
+    fetcher: Fetcher
+    reporter: Reporter
+    manager_hostname: str = field(default_factory=socket.getfqdn)
+
+    def close(self, record: MachineRecord, outcome: Outcome | None, now: float) -> dict[str, Any]:
+        final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
+        line = self.store.close(record, final, now)
+        self.reporter.machine_closed(self.space, line)
+        return line
+
+    def delete(
+        self,
+        record: MachineRecord,
+        machine: Machine | None,
+        reason: str,
+        message: str | None,
+        outcome: Outcome | None,
+        now: float,
+    ) -> bool:
+        if message:
+            self.store.write_shutdown_message(record.name, message)
+        updated = replace(record, deleting_since=now, outcome=outcome or record.outcome)
+        self.store.save(updated)
+        self.reporter.machine_deleting(self.space, record, reason, message)
+        target = machine or Machine(record.name, record.machinetype, _state(record), record.backend_id)
+        try:
+            self.backend.delete_machine(target)
+        except errors.NotFound:
+            pass
+        except Exception as e:  # noqa: BLE001 - any backend failure: retry after delete_retry_seconds
+            self.reporter.delete_failed(self.space, record.name, e)
+            return False
+        return True
+
+    def create(
+        self,
+        machinetype: MachineType,
+        probe: bool,
+        feedback: FeedbackState,
+        now: float,
+        extra_values: Mapping[str, str] | None = None,
+    ) -> tuple[MachineRecord | None, FeedbackState]:
+        """Create one machine.  Returns its record (None on failure) and the
+        machinetype's feedback state, which a failure may have changed."""
+        name = machine_name(machinetype.name)
+        try:
+            template = userdata.load_template(machinetype, self.fetcher, now)
+            values = {
+                "space": self.space,
+                "machinetype": machinetype.name,
+                "machine_hostname": name,
+                "manager_hostname": self.manager_hostname,
+                "manager_version": f"vacagent {__version__}",
+                **userdata.substitutions(machinetype, self.fetcher, now),
+                **(extra_values or {}),
+            }
+            rendered = userdata.render(template, values)
+        except errors.ConfigError as e:
+            self.reporter.create_failed(self.space, machinetype.name, name, e, True)
+            return None, backoff.record_abort(feedback, machinetype, now, now, f"user_data: {e}")
+
+        record = MachineRecord(
+            name=name,
+            space=self.space,
+            machinetype=machinetype.name,
+            processors=machinetype.processors,
+            created=now,
+        )
+        directory = self.store.write_intent(record, features.features(machinetype, now))
+        environment = {
+            "MACHINEFEATURES": str(directory / "machinefeatures"),
+            "JOBFEATURES": str(directory / "jobfeatures"),
+            "JOBOUTPUTS": str(directory / "joboutputs"),
+        }
+        request = CreateRequest(name, machinetype, rendered, environment, log_path=directory / "console.log")
+        try:
+            machine = self.backend.create_machine(request)
+        except Exception as e:  # noqa: BLE001 - every failure is an input
+            backs_off = errors.backs_off(e)
+            self.reporter.create_failed(self.space, machinetype.name, name, e, backs_off)
+            if backs_off:
+                # The cloud said no for certain: nothing exists, close the record now.
+                message = str(ShutdownMessage(700, f"Failed to start: {e}"))[:200]
+                self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now)
+                feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
+            # Otherwise the machine may exist after all: reconcile adopts it
+            # or closes the record after intent_grace_seconds.
+            return None, feedback
+        record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
+        self.store.save(record)
+        self.reporter.machine_created(self.space, record, probe)
+        return record, feedback
+
+    def carry_out(
+        self,
+        plan: Plan,
+        records: Mapping[str, MachineRecord],
+        machines: Mapping[str, Machine],
+        machinetypes: Mapping[str, MachineType],
+        feedback: dict[str, FeedbackState],
+        now: float,
+    ) -> dict[str, Any]:
+        """Execute the plan; `feedback` is updated in place.  Returns what was done."""
+        done: dict[str, Any] = {"created": {}, "deleted": [], "closed": [], "failed": []}
+        for close in plan.closes:
+            self.close(records[close.name], close.outcome, now)
+            done["closed"].append(close.name)
+        for delete in plan.deletes:
+            record = records[delete.name]
+            self.delete(record, machines.get(delete.name), delete.reason, delete.message, delete.outcome, now)
+            done["deleted"].append({"machine": delete.name, "reason": delete.reason})
+        for create in plan.creates:
+            mt = machinetypes[create.machinetype]
+            for _ in range(create.count):
+                state = feedback.get(mt.name, FeedbackState())
+                record, new_state = self.create(mt, create.probe, state, now)
+                if new_state != state:
+                    feedback[mt.name] = new_state
+                if record is None:
+                    done["failed"].append(mt.name)
+                    break
+                done["created"].setdefault(mt.name, []).append(record.name)
+        return done

@@ -1,0 +1,1 @@
+"""Backends: one small module per kind of space, behind the protocol in `base`."""

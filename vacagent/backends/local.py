@@ -1,0 +1,239 @@
+"""The local backend: a machine is a process group on this host.
+
+The machinetype's rendered user_data is written to an executable file and
+run in its own working directory, in a new session (so the machine survives
+a restart of the daemon, and one signal reaches all its processes).  The
+environment is minimal (PATH, LANG, HOME=workdir) plus what the create
+request gives (MACHINEFEATURES, JOBFEATURES, JOBOUTPUTS, ...): nothing of the
+daemon's own environment, which may hold cloud credentials, leaks in.
+
+Native records live in `STATE/local/<space>/<name>/process.json`: pid, the
+process's start time in clock ticks since boot and the boot id, so that a
+recycled pid is never mistaken for the machine and is never signalled.
+A small shell wrapper writes `exit_status` when the script ends.
+
+Deletion sends SIGTERM to the group, then SIGKILL once
+`terminate_grace_seconds` (option, default 10) have passed; the machine is
+gone from the listing once its processes are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from vacagent.backends.base import BackendContext, CreateRequest
+from vacagent.errors import Permanent, Temporary
+from vacagent.model import Machine, MachineState
+from vacagent.state.atomic import read_json, write_json
+
+# Waits until the daemon has recorded the process (so that a daemon killed
+# between spawn and record never leaves an unlisted machine running: the
+# wrapper gives up after 10 s), runs the machine's script in work/, then
+# records its exit status atomically.
+WRAPPER = (
+    'i=0; while [ ! -e process.json ]; do i=$((i+1)); [ "$i" -gt 200 ] && exit 111; sleep 0.05; done; '
+    'cd work || exit 112; rc=0; "$@" || rc=$?; '
+    'echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
+)
+ABANDONED_SECONDS = 60  # a directory with no process.json this old was never launched
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in ticks since boot) of a process, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+class LocalBackend:
+    def __init__(self, context: BackendContext):
+        self.context = context
+        self.root = context.state_dir / "local" / context.space
+        self.grace = float(context.options.get("terminate_grace_seconds", 10))
+        self.requests_made = 0
+        self._children: dict[int, subprocess.Popen] = {}
+        self._boot_id = _boot_id()
+        self._boot_time = _boot_time()
+
+    # -- identity --------------------------------------------------------
+
+    def _alive(self, info: dict) -> bool:
+        if info.get("boot_id") != self._boot_id:
+            return False  # the host rebooted: that pid is someone else now
+        child = self._children.get(info["pid"])
+        if child is not None and child.poll() is not None:
+            del self._children[info["pid"]]  # reaped: no zombie left behind
+        stat = _proc_stat(info["pid"])
+        return stat is not None and stat[1] == info["start_ticks"] and stat[0] != "Z"
+
+    def _signal(self, info: dict, sig: int) -> None:
+        if self._alive(info):
+            try:
+                os.killpg(info["pid"], sig)
+            except ProcessLookupError:
+                pass
+
+    # -- the protocol ----------------------------------------------------
+
+    def list_machines(self) -> list[Machine]:
+        self.requests_made += 1
+        machines = []
+        if not self.root.is_dir():
+            return machines
+        now = self.context.clock.now()
+        for directory in sorted(self.root.iterdir()):
+            info = self._info(directory)
+            if info is None:
+                self._remove_if_abandoned(directory, now)
+                continue
+            machine = self._to_machine(directory, info)
+            if machine is not None:
+                machines.append(machine)
+        return machines
+
+    def create_machine(self, request: CreateRequest) -> Machine:
+        self.requests_made += 1
+        directory = self.root / request.name
+        info = self._info(directory)
+        if info is not None:
+            machine = self._to_machine(directory, info)
+            if machine is not None:
+                return machine
+        workdir = directory / "work"
+        workdir.mkdir(parents=True, exist_ok=True)
+        script = directory / "user_data"
+        script.write_text(request.user_data)
+        script.chmod(0o700)
+        command = [str(script)] if request.user_data.startswith("#!") else ["/bin/sh", str(script)]
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": str(workdir)}
+        env.update(request.environment)
+        env.update(
+            VACAGENT_SITE=self.context.site,
+            VACAGENT_SPACE=self.context.space,
+            VACAGENT_MACHINE=request.name,
+            VACAGENT_MACHINETYPE=request.machinetype.name,
+        )
+        log_path = request.log_path or directory / "console.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_path, "ab") as log:
+                child = subprocess.Popen(
+                    ["/bin/sh", "-c", WRAPPER, "vacagent-machine", *command],
+                    cwd=directory,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as e:
+            raise Temporary(f"creating machine {request.name}: cannot start process: {e.strerror}") from e
+        stat = _proc_stat(child.pid)
+        if stat is None:
+            raise Permanent(f"creating machine {request.name}: process exited at once")
+        self._children[child.pid] = child
+        info = {
+            "pid": child.pid,
+            "start_ticks": stat[1],
+            "boot_id": self._boot_id,
+            "site": self.context.site,
+            "space": self.context.space,
+            "machinetype": request.machinetype.name,
+            "processors": request.machinetype.processors,
+        }
+        write_json(directory / "process.json", info)
+        machine = self._to_machine(directory, info)
+        assert machine is not None
+        return machine
+
+    def delete_machine(self, machine: Machine) -> None:
+        self.requests_made += 1
+        directory = self.root / machine.name
+        info = self._info(directory)
+        if info is None:
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        if not self._alive(info):
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        now = self.context.clock.now()
+        requested = info.get("terminate_requested_at")
+        if requested is None:
+            write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            self._signal(info, signal.SIGTERM)
+        elif now - requested >= self.grace:
+            self._signal(info, signal.SIGKILL)
+
+    def _remove_if_abandoned(self, directory: Path, now: float) -> None:
+        """A daemon killed between mkdir and process.json left this; its wrapper gave up."""
+        try:
+            if not (directory / "process.json").exists() and now - directory.stat().st_mtime > ABANDONED_SECONDS:
+                shutil.rmtree(directory, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+    # -- translation -----------------------------------------------------
+
+    def _info(self, directory: Path) -> dict | None:
+        try:
+            info = read_json(directory / "process.json")
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+        if info.get("site") != self.context.site or info.get("space") != self.context.space:
+            return None
+        return info
+
+    def _to_machine(self, directory: Path, info: dict) -> Machine | None:
+        """Translate one native record; None once a deleted machine's processes are gone."""
+        alive = self._alive(info)
+        deleting = "terminate_requested_at" in info
+        if not alive and deleting:
+            shutil.rmtree(directory, ignore_errors=True)
+            return None
+        stopped_at = None
+        if not alive:
+            try:
+                stopped_at = (directory / "exit_status").stat().st_mtime
+            except FileNotFoundError:
+                stopped_at = None
+        if alive:
+            state = MachineState.DELETING if deleting else MachineState.RUNNING
+        else:
+            state = MachineState.STOPPED
+        started_at = self._boot_time + info["start_ticks"] / _TICKS if info.get("boot_id") == self._boot_id else None
+        return Machine(
+            name=directory.name,
+            machinetype=info["machinetype"],
+            state=state,
+            backend_id=f"pid:{info['pid']}",
+            processors=int(info.get("processors", 1)),
+            started_at=started_at,
+            stopped_at=stopped_at,
+        )

@@ -1,0 +1,202 @@
+"""The `vacagent` command line.
+
+    vacagent run       the daemon (what systemd runs)
+    vacagent once      one cycle of every space, then exit
+    vacagent status    machines, processors and backoff per space and machinetype
+    vacagent why       why the last cycle(s) created, deleted or held back
+    vacagent validate  check the configuration, or one vacuum pipe, without acting
+
+Every command takes `--config FILE` (default /etc/vacagent/vacagent.yaml,
+or $VACAGENT_CONFIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from vacagent import __version__, config, cycle, definitions, logs, status
+from vacagent.backends.registry import BACKENDS
+from vacagent.clock import SystemClock
+from vacagent.config import PipeSettings, SpaceSettings
+from vacagent.daemon import Daemon
+from vacagent.errors import ConfigError
+from vacagent.fetch import Fetcher
+from vacagent.model import SpaceLimits
+from vacagent.report import LogReporter
+
+EPILOG = """\
+examples:
+  vacagent run --config etc/demo.yaml        run the demo daemon in the foreground
+  vacagent status --config etc/demo.yaml     what is running, and each machinetype's backoff
+  vacagent why demo                          why the last cycle of space 'demo' did what it did
+  vacagent validate https://example.org/lhcb.pipe
+                                             check a project's pipe before configuring it
+
+The state directory (state_dir in the configuration) holds plain files:
+spaces/<space>/machines/<name>/machine.json, decisions/<space>.jsonl,
+accounting/<date>.jsonl, ... (see docs/architecture.md).
+"""
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", type=Path, metavar="FILE",
+        help="site configuration (default: $VACAGENT_CONFIG or /etc/vacagent/vacagent.yaml; "
+             "conf.d/*.yaml beside it is read too)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vacagent",
+        description="Keep a lab's machines busy with useful work: create VMs, pods or local "
+                    "processes for projects' machinetypes, and let the machines' own feedback "
+                    "(heartbeats, shutdown messages) steer how many more to create.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vacagent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)",
+                       description="Run the daemon: one cycle per space every cycle_seconds. SIGTERM or "
+                                   "Ctrl-C finishes the current cycles and exits, leaving machines running; "
+                                   "SIGHUP reloads the configuration.")
+    _config_argument(p)
+
+    p = sub.add_parser("once", help="run one cycle of every space (or one space) and exit",
+                       description="Run exactly one cycle, print what it did, exit. Exit status 1 if a "
+                                   "space's cycle failed.")
+    _config_argument(p)
+    p.add_argument("space", nargs="?", help="only this space")
+
+    p = sub.add_parser("status", help="machines, processors and backoff per space and machinetype",
+                       description="Read the state directory (no cloud call) and show, per space and "
+                                   "machinetype, machines by state, processors and backoff state, then "
+                                   "the machine list.")
+    _config_argument(p)
+    p.add_argument("space", nargs="?", help="only this space")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-machines", action="store_true", help="leave out the machine list")
+
+    p = sub.add_parser("why", help="why the last cycle created, deleted or held back",
+                       description="Print the latest decision records: per machinetype, what was "
+                                   "created and the reason nothing (more) was (backoff, probe, limits, "
+                                   "budget, share).")
+    _config_argument(p)
+    p.add_argument("space", nargs="?", help="only this space")
+    p.add_argument("machinetype", nargs="?", help="only this machinetype")
+    p.add_argument("-n", "--cycles", type=int, default=1, metavar="N", help="the last N cycles (default 1)")
+
+    p = sub.add_parser("validate", help="check the configuration, or one vacuum pipe, without acting",
+                       description="Without PIPE: load the configuration and every space's definitions "
+                                   "(fetching pipes) and report every problem. With PIPE (a file or an "
+                                   "https URL): check that pipe alone. Exit status 1 on any error.")
+    _config_argument(p)
+    p.add_argument("pipe", nargs="?", metavar="PIPE_FILE_OR_URL", help="a vacuum pipe to check on its own")
+    p.add_argument("--prefix", default="pipe", help="machinetype name prefix for PIPE (default: pipe)")
+    return parser
+
+
+def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
+    for name in sorted(resolved.machinetypes):
+        mt = resolved.machinetypes[name]
+        print(f"{label}: ok {name} (processors {mt.processors}, target_share {mt.target_share:g})")
+    for warning in resolved.warnings:
+        print(f"{label}: warning: {warning}")
+    for message in resolved.errors.values():
+        print(f"{label}: error: {message}")
+    return not resolved.errors
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    with tempfile.TemporaryDirectory() as cache:
+        fetcher = Fetcher(Path(cache))
+        if args.pipe:
+            source = config.resolve_location(args.pipe, Path.cwd())
+            space = SpaceSettings(
+                name="validate", backend="none", options={}, limits=SpaceLimits(1),
+                pipes=(PipeSettings(source=source, prefix=args.prefix, config_file="(command line)"),),
+            )
+            return 0 if _print_resolved(args.pipe, definitions.resolve_space(space, fetcher, now)) else 1
+        settings = config.load(args.config)
+        ok = True
+        for space in settings.spaces.values():
+            label = f"space {space.name}"
+            if space.backend not in BACKENDS:
+                print(f"{label}: error: {space.config_file}: spaces.{space.name}.backend: "
+                      f"{space.backend!r} is unknown (known: {', '.join(sorted(BACKENDS))})")
+                ok = False
+            ok = _print_resolved(label, definitions.resolve_space(space, fetcher, now)) and ok
+        print(f"configuration {'valid' if ok else 'INVALID'}: {', '.join(settings.files)}")
+        return 0 if ok else 1
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    logs.setup(settings.log_level)
+    clock = SystemClock()
+    failed = 0
+    for space_settings in settings.spaces.values():
+        if args.space and space_settings.name != args.space:
+            continue
+        space = cycle.build(settings, space_settings, LogReporter(), clock)
+        try:
+            record = cycle.run_once(space, clock.now())
+        except Exception as e:  # noqa: BLE001 - report every space, then fail
+            print(f"space {space.name}: cycle failed: {type(e).__name__}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        created = sum(len(v) for v in record["created"].values())
+        print(f"space {space.name}: {record['machines_total']} machines, created {created}, "
+              f"deleted {len(record['deleted'])}, closed {len(record['closed'])}")
+        for mt, reason in sorted(record["held"].items()):
+            print(f"  {mt}: held: {reason}")
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    report = status.status(settings, SystemClock().now(), args.space)
+    if args.json:
+        json.dump(report, sys.stdout, indent=1)
+        print()
+    else:
+        for line in status.format_status(report, machines=not args.no_machines):
+            print(line)
+    return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    for line in status.why(settings, args.space, args.machinetype, max(1, args.cycles)):
+        print(line)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        level = config.load(args.config).log_level
+    except ConfigError:
+        level = "info"  # the daemon reports the error itself
+    logs.setup(level)
+    return Daemon(args.config).run()
+
+
+COMMANDS = {"run": cmd_run, "once": cmd_once, "status": cmd_status, "why": cmd_why, "validate": cmd_validate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"vacagent {args.command}: configuration error:\n{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

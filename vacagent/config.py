@@ -1,0 +1,203 @@
+"""Site configuration: YAML files -> frozen `Settings`, validated once.
+
+Read order: the main file (`/etc/vacagent/vacagent.yaml`, or `--config FILE`),
+then `conf.d/*.yaml` beside it in name order.  Top-level keys of a later file
+override earlier ones; each space must be defined in exactly one file.
+Relative paths (state_dir, pipe sources, inline user_data) are resolved
+against the directory of the file that names them.
+
+Every error names the file, the key and the reason.  Reference:
+docs/configuration.md; a commented example: etc/vacagent.example.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from vacagent.errors import ConfigError
+from vacagent.model import SpaceLimits
+from vacagent.schema import CONFIG_SCHEMA, violations
+
+DEFAULT_CONFIG = Path("/etc/vacagent/vacagent.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/vacagent")
+
+
+@dataclass(frozen=True)
+class PipeSettings:
+    source: str  # absolute path or https URL
+    prefix: str
+    target_share: float | None = None  # split among the pipe's machinetypes by their own shares
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # for every machinetype of the pipe
+    suffix_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    config_file: str = ""  # the file that named this pipe, for messages and relative paths
+
+
+@dataclass(frozen=True)
+class SpaceSettings:
+    name: str
+    backend: str
+    options: Mapping[str, Any]
+    limits: SpaceLimits
+    pipes: tuple[PipeSettings, ...] = ()
+    machinetypes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # inline definitions
+    intent_grace_seconds: int = 300  # a created machine must be listed within this time
+    config_file: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    site: str
+    state_dir: Path
+    spaces: Mapping[str, SpaceSettings]
+    cycle_seconds: float = 60.0
+    finished_retention_days: float = 7.0
+    decisions_max_bytes: int = 10_000_000
+    log_level: str = "info"
+    files: tuple[str, ...] = ()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): must be a mapping of keys, not {type(data).__name__}")
+    problems = violations(data, CONFIG_SCHEMA)
+    if problems:
+        raise ConfigError("\n".join(f"{path}: {key}: {reason}" for key, reason in problems))
+    return data
+
+
+def config_files(main: Path) -> list[Path]:
+    conf_d = main.parent / "conf.d"
+    extra = sorted(conf_d.glob("*.yaml")) if conf_d.is_dir() else []
+    return [main, *extra]
+
+
+def resolve_location(location: str, base: Path) -> str:
+    """A URL stays as it is; a relative path is taken relative to `base`."""
+    if "://" in location:
+        return location
+    path = Path(location).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _resolve_paths(definition: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(definition)
+    for key, value in definition.items():
+        if isinstance(value, str) and (key == "user_data" or key.startswith("user_data_file_")):
+            out[key] = resolve_location(value, base)
+    return out
+
+
+def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
+    base = path.parent
+    limit = raw.get("processors_limit")
+    if limit is None:
+        if raw["backend"] != "local":
+            raise ConfigError(f"{path}: spaces.{name}.processors_limit: required for backend {raw['backend']!r}")
+        limit = os.cpu_count() or 1
+    limits = SpaceLimits(
+        processors_limit=limit,
+        max_machines=raw.get("max_machines"),
+        creation_budget_processors=raw.get("creation_budget_processors"),
+        max_starting_seconds=raw.get("max_starting_seconds", 3600),
+        shutdown_grace_seconds=raw.get("shutdown_grace_seconds", 60),
+        delete_retry_seconds=raw.get("delete_retry_seconds", 60),
+    )
+    pipes = []
+    prefixes = set()
+    for i, pipe in enumerate(raw.get("pipes", [])):
+        if pipe["prefix"] in prefixes:
+            raise ConfigError(f"{path}: spaces.{name}.pipes.{i}.prefix: {pipe['prefix']!r} used twice in this space")
+        prefixes.add(pipe["prefix"])
+        pipes.append(
+            PipeSettings(
+                source=resolve_location(pipe["source"], base),
+                prefix=pipe["prefix"],
+                target_share=pipe.get("target_share"),
+                overrides=_resolve_paths(pipe.get("overrides", {}), base),
+                suffix_overrides={
+                    suffix: _resolve_paths(o, base) for suffix, o in pipe.get("suffix_overrides", {}).items()
+                },
+                config_file=str(path),
+            )
+        )
+    inline = {mt: _resolve_paths(d, base) for mt, d in raw.get("machinetypes", {}).items()}
+    if not pipes and not inline:
+        raise ConfigError(f"{path}: spaces.{name}: no pipes and no machinetypes: nothing to run")
+    return SpaceSettings(
+        name=name,
+        backend=raw["backend"],
+        options=dict(raw.get("options", {})),
+        limits=limits,
+        pipes=tuple(pipes),
+        machinetypes=inline,
+        intent_grace_seconds=raw.get("intent_grace_seconds", 300),
+        config_file=str(path),
+    )
+
+
+def load(main: Path | str | None = None) -> Settings:
+    """Load and validate the whole configuration, or raise ConfigError naming every problem found."""
+    main = Path(main) if main is not None else Path(os.environ.get("VACAGENT_CONFIG", DEFAULT_CONFIG))
+    if not main.exists():
+        raise ConfigError(
+            f"{main}: no such configuration file (give one with --config FILE; "
+            "etc/vacagent.example.yaml in the source tree is a commented example)"
+        )
+    merged: dict[str, Any] = {}
+    origin: dict[str, Path] = {}
+    spaces: dict[str, SpaceSettings] = {}
+    problems: list[str] = []
+    files = config_files(main)
+    for path in files:
+        try:
+            data = _read_yaml(path)
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        for key, value in data.items():
+            if key == "spaces":
+                continue
+            merged[key] = value
+            origin[key] = path
+        for name, raw in (data.get("spaces") or {}).items():
+            if name in spaces:
+                problems.append(f"{path}: spaces.{name}: already defined in {spaces[name].config_file}")
+                continue
+            try:
+                spaces[name] = _space(name, raw, path)
+            except ConfigError as e:
+                problems.append(str(e))
+    if "site" not in merged:
+        problems.append(f"{main}: site: required (a short name for this deployment, e.g. lab.example.org)")
+    if not spaces and not problems:
+        problems.append(f"{main}: spaces: no spaces defined: nothing to run")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    state_dir = merged.get("state_dir")
+    return Settings(
+        site=merged["site"],
+        state_dir=Path(resolve_location(state_dir, origin["state_dir"].parent)) if state_dir else DEFAULT_STATE_DIR,
+        spaces=spaces,
+        cycle_seconds=float(merged.get("cycle_seconds", 60)),
+        finished_retention_days=float(merged.get("finished_retention_days", 7)),
+        decisions_max_bytes=int(merged.get("decisions_max_bytes", 10_000_000)),
+        log_level=merged.get("log_level", "info"),
+        files=tuple(str(p) for p in files),
+    )

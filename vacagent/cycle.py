@@ -1,0 +1,220 @@
+"""One cycle of one space: observe, classify, decide, act, report.
+
+    definitions  -> the machinetypes (pipes fetched through the cache)
+    observe      -> backend.list_machines() + state store records + joboutputs
+    reconcile    -> adopt unknown machines, spot gone ones
+    decide       -> planner.plan(...) (pure)
+    act          -> actuate.Actuator.carry_out(...)
+    report       -> decisions/<space>.jsonl, reporter hooks
+
+`run_once(space, now)` is what the daemon calls every cycle_seconds and what
+`vacagent once` calls once.  The cycle holds the space's lock file while it
+runs, so that two processes on one host never act on one space at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import filelock
+
+from vacagent import definitions, planner
+from vacagent.actuate import Actuator
+from vacagent.backends import registry
+from vacagent.backends.base import Backend, BackendContext
+from vacagent.clock import Clock, SystemClock
+from vacagent.config import Settings, SpaceSettings
+from vacagent.errors import ConfigError
+from vacagent.fetch import Fetcher
+from vacagent.model import MachineState, MachineType, MachineView, iso
+from vacagent.reconcile import reconcile
+from vacagent.report import Reporter
+from vacagent.state.store import SpaceStore
+
+STALE_DEFINITION = (
+    "not in the current configuration, or its definition is now invalid (see `vacagent validate`); "
+    "existing machines run on under the last good definition"
+)
+
+
+class SpaceBusy(Exception):
+    """Another process holds this space's cycle lock."""
+
+
+@dataclass
+class Space:
+    """Everything one space's cycles need, built once per configuration."""
+
+    settings: SpaceSettings
+    actuator: Actuator
+    retention_days: float
+    decisions_max_bytes: int
+    problems: dict[str, str] = field(default_factory=dict)  # reported definition problems
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def store(self) -> SpaceStore:
+        return self.actuator.store
+
+    @property
+    def backend(self) -> Backend:
+        return self.actuator.backend
+
+
+def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: Clock | None = None,
+          backend: Backend | None = None) -> Space:
+    """Build a space's runtime; `backend` may be given (tests, simulator) instead of the configured one."""
+    context = BackendContext(settings.site, space.name, settings.state_dir, space.options, clock or SystemClock())
+    store = SpaceStore(settings.state_dir, space.name, settings.site)
+    actuator = Actuator(
+        space=space.name,
+        site=settings.site,
+        backend=backend or registry.create(space.backend, context),
+        store=store,
+        fetcher=Fetcher(settings.state_dir / "cache"),
+        reporter=reporter,
+    )
+    return Space(space, actuator, settings.finished_retention_days, settings.decisions_max_bytes)
+
+
+def _machinetypes(space: Space, now: float) -> tuple[dict[str, MachineType], dict[str, str], dict[str, str]]:
+    """(all machinetypes with a usable definition, held reasons, definition errors)."""
+    resolved = definitions.resolve_space(space.settings, space.actuator.fetcher, now)
+    _report_problems(space, resolved.errors, resolved.warnings)
+    machinetypes = dict(resolved.machinetypes)
+    for name, definition in resolved.definitions.items():
+        space.store.save_definition(name, dict(definition))
+    held: dict[str, str] = {}
+    for name in space.store.stored_machinetypes():
+        if name in machinetypes:
+            continue
+        stored = space.store.definition(name)
+        try:
+            machinetypes[name] = definitions.build(name, stored or {}, {"suffix": "(stored definition)"})
+        except ConfigError:
+            continue
+        held[name] = STALE_DEFINITION
+    return machinetypes, held, dict(resolved.errors)
+
+
+def _report_problems(space: Space, errors: dict[str, str], warnings: tuple[str, ...]) -> None:
+    """Report definition problems when they appear or change, not every cycle."""
+    current = {**{w: w for w in warnings}, **errors}
+    reporter = space.actuator.reporter
+    for key, message in current.items():
+        if space.problems.get(key) != message:
+            reporter.definition_problem(space.name, key, message, warning=key not in errors)
+    for key in space.problems.keys() - current.keys():
+        if space.problems[key] != key:  # an error (warnings are keyed by their own text)
+            reporter.definition_problem_cleared(space.name, key)
+    space.problems = current
+
+
+def run_once(space: Space, now: float) -> dict[str, Any]:
+    """Run one cycle; returns the decision record it appended."""
+    lock = filelock.FileLock(str(space.store.root / "cycle.lock"))
+    space.store.root.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise SpaceBusy(f"space {space.name}: another process holds {lock.lock_file}") from None
+    try:
+        return _cycle(space, now)
+    finally:
+        lock.release()
+
+
+def _cycle(space: Space, now: float) -> dict[str, Any]:
+    store, settings = space.store, space.settings
+    machinetypes, held, definition_errors = _machinetypes(space, now)
+
+    listing = space.backend.list_machines()
+    machines = {m.name: m for m in listing}
+    rec = reconcile(listing, store.records(), space.name, now, settings.intent_grace_seconds)
+    for record in rec.changed:
+        store.save(record)
+    for record in rec.adopted:
+        store.write_intent(record)
+        space.actuator.reporter.machine_adopted(space.name, record)
+
+    views = []
+    records = {}
+    for pair in rec.pairs:
+        record, machine = pair.record, pair.machine
+        records[record.name] = record
+        mt = machinetypes.get(record.machinetype)
+        outputs = store.outputs(record.name, mt.heartbeat_file if mt else None)
+        message, message_at = outputs.shutdown_message, outputs.shutdown_message_at
+        if not message and machine is not None and machine.message:
+            message, message_at = machine.message, machine.stopped_at
+        views.append(
+            MachineView(
+                name=record.name,
+                machinetype=record.machinetype,
+                processors=record.processors,
+                state=pair.state,
+                created=record.created,
+                started=record.started,
+                stopped=machine.stopped_at if machine is not None else None,
+                shutdown_message=message,
+                shutdown_message_at=message_at,
+                heartbeat_at=outputs.heartbeat_at,
+                deleting_since=record.deleting_since,
+                outcome_recorded=record.outcome is not None,
+            )
+        )
+
+    feedback = {name: store.feedback(name) for name in machinetypes}
+    decision = planner.plan(settings.limits, machinetypes, views, feedback, now, held)
+    current = {**feedback, **decision.feedback}
+    for name, state in decision.feedback.items():
+        store.save_feedback(name, state)
+        space.actuator.reporter.feedback_changed(space.name, name, feedback[name], state)
+
+    before = dict(current)
+    done = space.actuator.carry_out(decision.plan, records, machines, machinetypes, current, now)
+    for name, state in current.items():
+        if state != before[name]:
+            store.save_feedback(name, state)
+            space.actuator.reporter.feedback_changed(space.name, name, before[name], state)
+
+    store.prune_finished(now, space.retention_days)
+    record = _decision_record(space, now, views, decision, done, definition_errors, current)
+    store.append_decision(record, space.decisions_max_bytes)
+    space.actuator.reporter.cycle_done(space.name, record)
+    return record
+
+
+def _decision_record(space, now, views, decision, done, definition_errors, feedback) -> dict[str, Any]:
+    per_mt: dict[str, dict[str, int]] = {}
+    for view in views:
+        if view.state is MachineState.GONE:
+            continue
+        counts = per_mt.setdefault(view.machinetype, {"machines": 0, "processors": 0})
+        counts["machines"] += 1
+        counts["processors"] += view.processors
+        counts[view.state.value] = counts.get(view.state.value, 0) + 1
+    return {
+        "time": now,
+        "at": iso(now),
+        "space": space.name,
+        "machines_total": sum(c["machines"] for c in per_mt.values()),
+        "processors_total": sum(c["processors"] for c in per_mt.values()),
+        "processors_limit": space.settings.limits.processors_limit,
+        "machinetypes": per_mt,
+        "created": done["created"],
+        "create_failed": done["failed"],
+        "deleted": done["deleted"],
+        "closed": done["closed"],
+        "held": dict(decision.plan.held),
+        "backoff": {
+            name: {"until": state.backoff_until, "consecutive_aborts": state.consecutive_aborts}
+            for name, state in feedback.items()
+            if state.probing
+        },
+        "definition_errors": definition_errors,
+    }

@@ -1,0 +1,127 @@
+"""The outer loop: owns the clock, the signals and the sleeps.
+
+Each space runs in its own thread, so a slow or failing cloud never delays
+another space; a failing cycle is reported and the loop goes on.  The main
+thread handles signals and the systemd watchdog:
+
+- SIGTERM / SIGINT: every space finishes its current cycle, then the daemon
+  exits 0 (machines keep running; a restarted daemon finds them again).
+- SIGHUP: reload the configuration; if it is invalid, keep the running one
+  and say why.  Spaces finish their current cycle before the switch.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from vacagent import config, cycle, logs, notify
+from vacagent.clock import Clock, SystemClock
+from vacagent.config import Settings
+from vacagent.errors import ConfigError
+from vacagent.report import LogReporter, Reporter
+
+log = logs.get("vacagent.daemon")
+
+
+class SpaceLoop(threading.Thread):
+    def __init__(self, space: cycle.Space, cycle_seconds: float, clock: Clock, stop: threading.Event):
+        super().__init__(name=f"space-{space.name}", daemon=True)
+        self.space = space
+        self.cycle_seconds = cycle_seconds
+        self.clock = clock
+        self.stop = stop
+        self.cycles = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = self.clock.now()
+            try:
+                cycle.run_once(self.space, started)
+            except cycle.SpaceBusy as e:
+                log.warning("cycle skipped", space=self.space.name, why=str(e))
+            except Exception as e:  # noqa: BLE001 - the loop must go on
+                self.space.actuator.reporter.cycle_failed(self.space.name, e)
+            self.cycles += 1
+            elapsed = self.clock.now() - started
+            if elapsed > self.cycle_seconds:
+                log.warning("cycle overran", space=self.space.name, seconds=round(elapsed, 1),
+                            cycle_seconds=self.cycle_seconds)
+            self.clock.sleep(max(0.0, self.cycle_seconds - elapsed), until=self.stop)
+
+
+class Daemon:
+    def __init__(self, config_path: Path | None, clock: Clock | None = None, reporter: Reporter | None = None):
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.reporter = reporter or LogReporter()
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.wake = threading.Event()
+
+    def _build(self, settings: Settings) -> list[cycle.Space]:
+        return [cycle.build(settings, s, self.reporter, self.clock) for s in settings.spaces.values()]
+
+    def _launch(self, spaces: list[cycle.Space], settings: Settings) -> tuple[list[SpaceLoop], threading.Event]:
+        stop = threading.Event()
+        loops = [SpaceLoop(space, settings.cycle_seconds, self.clock, stop) for space in spaces]
+        for loop in loops:
+            loop.start()
+        log.info("spaces started", spaces=",".join(s.name for s in spaces), state_dir=settings.state_dir,
+                 cycle_seconds=settings.cycle_seconds)
+        return loops, stop
+
+    @staticmethod
+    def _stop(loops: list[SpaceLoop], stop: threading.Event) -> None:
+        stop.set()
+        for loop in loops:
+            loop.join()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested.set()
+        else:
+            self.stopping.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        try:
+            settings = config.load(self.config_path)
+            loops, stop = self._launch(self._build(settings), settings)
+        except ConfigError as e:
+            log.error("configuration invalid, not starting", detail=str(e))
+            return 2
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        notify.notify("READY=1", f"STATUS=running {len(loops)} space(s)")
+        watchdog = notify.watchdog_seconds()
+        tick = min(watchdog / 2, 5.0) if watchdog else 5.0
+        while not self.stopping.is_set():
+            self.wake.wait(tick)
+            self.wake.clear()
+            if watchdog:
+                notify.notify("WATCHDOG=1")
+            if self.reload_requested.is_set() and not self.stopping.is_set():
+                self.reload_requested.clear()
+                loops, stop = self._reload(loops, stop)
+        notify.notify("STOPPING=1", "STATUS=finishing current cycles")
+        log.info("stopping: finishing current cycles")
+        self._stop(loops, stop)
+        log.info("stopped")
+        return 0
+
+    def _reload(self, loops: list[SpaceLoop], stop: threading.Event) -> tuple[list[SpaceLoop], threading.Event]:
+        notify.notify("RELOADING=1")
+        try:
+            settings = config.load(self.config_path)
+            spaces = self._build(settings)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running configuration", detail=str(e))
+            notify.notify("READY=1")
+            return loops, stop
+        self._stop(loops, stop)
+        result = self._launch(spaces, settings)
+        log.info("configuration reloaded", files=",".join(settings.files))
+        notify.notify("READY=1", f"STATUS=running {len(spaces)} space(s)")
+        return result

@@ -1,0 +1,200 @@
+"""Machinetype definitions: vacuum pipes and inline definitions -> `MachineType`.
+
+A vacuum pipe is the JSON document a project publishes,
+`{"cache_seconds": N, "machinetypes": [{"suffix": ..., ...}]}`, read as-is
+from a local file or an https URL (cached, see `fetch`).  Each entry becomes
+the machinetype `PREFIX-SUFFIX`.  The site's overrides win over the pipe:
+first the pipe's `overrides`, then its `suffix_overrides[SUFFIX]`; a pipe
+`target_share` is split among the pipe's machinetypes in proportion to their
+own shares (as Vcycle does).
+
+One bad entry never stops the others: `resolve_space` returns the good
+machinetypes, an error per bad one (naming file, machinetype, key and
+reason) and warnings (unknown keys, a stale cached pipe).  Reference:
+docs/definitions.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urljoin
+
+from vacagent.config import PipeSettings, SpaceSettings, resolve_location
+from vacagent.errors import ConfigError
+from vacagent.fetch import Fetcher
+from vacagent.model import NAME_RE, MachineType
+from vacagent.schema import (
+    MACHINETYPE_PROPERTIES,
+    MACHINETYPE_SCHEMA,
+    PASSTHROUGH_KEYS,
+    PATH_KEYS,
+    PIPE_SCHEMA,
+    violations,
+)
+
+DEFAULT_CACHE_SECONDS = 3600
+
+# MachineType fields read straight from the definition key of the same name.
+_CORE = (
+    "target_share", "backoff_seconds", "max_backoff_seconds", "fizzle_seconds",
+    "max_wallclock_seconds", "min_wallclock_seconds", "heartbeat_file", "heartbeat_seconds",
+    "max_starting_processors", "processors_limit", "mb_per_processor", "user_data",
+)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    machinetypes: Mapping[str, MachineType] = field(default_factory=dict)
+    definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # effective, as stored
+    errors: Mapping[str, str] = field(default_factory=dict)  # machinetype (or pipe) -> message
+    warnings: tuple[str, ...] = ()
+
+
+def _known(key: str) -> bool:
+    return (
+        key in MACHINETYPE_PROPERTIES
+        or key in PASSTHROUGH_KEYS
+        or key.startswith("user_data_option_")
+        or key.startswith("user_data_file_")
+    )
+
+
+def _unsafe_path(value: str) -> bool:
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    parts = value.replace("\\", "/").split("/")
+    return ".." in parts
+
+
+def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str]) -> MachineType:
+    """Validate one effective definition and build its MachineType.
+
+    `origins` maps each key to the file it came from, so that an error names
+    the file the operator must edit.  Raises ConfigError.
+    """
+
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(f"{origins.get(key, '?')}: machinetype {name}: {key}: {reason}")
+
+    if not NAME_RE.match(name):
+        raise fail("suffix", f"machinetype name {name!r} must be lowercase letters, digits and hyphens (max 63)")
+    problems = violations(dict(definition), MACHINETYPE_SCHEMA)
+    if problems:
+        key, reason = problems[0]
+        raise fail(key.split(".")[0], reason)
+    for key, value in definition.items():
+        is_path = key in PATH_KEYS or key.startswith("user_data_file_")
+        if is_path and isinstance(value, str) and _unsafe_path(value):
+            raise fail(key, f"{value!r} climbs out of its directory ('..' is not allowed)")
+    lo, hi = definition.get("min_processors"), definition.get("max_processors")
+    if lo is not None and hi is not None and lo > hi:
+        raise fail("min_processors", f"{lo} is more than max_processors {hi}")
+    lo, hi = definition.get("min_wallclock_seconds"), definition.get("max_wallclock_seconds")
+    if lo is not None and hi is not None and lo > hi:
+        raise fail("min_wallclock_seconds", f"{lo} is more than max_wallclock_seconds {hi}")
+    processors = definition.get("processors") or definition.get("max_processors") or definition.get("min_processors") or 1
+    core = {key: definition[key] for key in _CORE if key in definition}
+    extra = {k: v for k, v in definition.items() if k not in core and k not in ("processors", "suffix")}
+    return MachineType(
+        name=name,
+        processors=int(processors),
+        source=origins.get("suffix", next(iter(origins.values()), "")),
+        extra=extra,
+        **core,
+    )
+
+
+def _pipe_entries(pipe: PipeSettings, fetcher: Fetcher, now: float) -> tuple[list[dict], list[str], int]:
+    fetched = fetcher.get(pipe.source, now)
+    warnings = [fetched.warning] if fetched.warning else []
+    try:
+        doc = json.loads(fetched.text)
+    except ValueError as e:
+        raise ConfigError(f"{pipe.source}: not valid JSON: {e}") from e
+    problems = violations(doc, PIPE_SCHEMA)
+    if problems:
+        key, reason = problems[0]
+        raise ConfigError(f"{pipe.source}: {key}: {reason}")
+    cache_seconds = doc.get("cache_seconds", DEFAULT_CACHE_SECONDS)
+    for key in doc:
+        if key not in ("cache_seconds", "machinetypes"):
+            warnings.append(f"{pipe.source}: {key}: unknown top-level key, ignored")
+    return doc["machinetypes"], warnings, cache_seconds
+
+
+def _relative_to(location: str, value: str) -> str:
+    """Resolve a location named inside a pipe against the pipe's own location."""
+    if "://" in value or value.startswith("/"):
+        return value
+    if "://" in location:
+        return urljoin(location, value)
+    return resolve_location(value, Path(location).parent)
+
+
+def resolve_space(space: SpaceSettings, fetcher: Fetcher, now: float) -> Resolved:
+    machinetypes: dict[str, MachineType] = {}
+    definitions: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    warnings: list[str] = []
+
+    def add(name: str, definition: dict[str, Any], origins: dict[str, str]) -> None:
+        for key in definition:
+            if not _known(key):
+                warnings.append(f"{origins.get(key, '?')}: machinetype {name}: {key}: unknown key, ignored")
+        try:
+            machinetypes[name] = build(name, definition, origins)
+            definitions[name] = definition
+        except ConfigError as e:
+            errors[name] = str(e)
+
+    for pipe in space.pipes:
+        try:
+            entries, pipe_warnings, cache_seconds = _pipe_entries(pipe, fetcher, now)
+        except ConfigError as e:
+            errors[f"pipe {pipe.prefix}"] = str(e)
+            continue
+        warnings.extend(pipe_warnings)
+        fetcher.remember_max_age(pipe.source, cache_seconds)
+        merged_entries: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        for i, entry in enumerate(entries):
+            suffix = entry.get("suffix")
+            if not isinstance(suffix, str) or not suffix:
+                errors[f"{pipe.prefix}-#{i}"] = f"{pipe.source}: machinetypes.{i}: suffix: required string is missing"
+                continue
+            name = f"{pipe.prefix}-{suffix}"
+            if name in definitions or name in errors or any(n == name for n, _, _ in merged_entries):
+                errors[f"{name}#{i}"] = f"{pipe.source}: machinetype {name}: suffix: {suffix!r} appears twice in the pipe"
+                continue
+            definition = {
+                k: (_relative_to(pipe.source, v) if isinstance(v, str) and (k == "user_data" or k.startswith("user_data_file_")) else v)
+                for k, v in entry.items()
+            }
+            origins = {k: pipe.source for k in definition}
+            for layer in (pipe.overrides, pipe.suffix_overrides.get(suffix, {})):
+                definition.update(layer)
+                origins.update({k: pipe.config_file for k in layer})
+            merged_entries.append((name, definition, origins))
+        if pipe.target_share is not None:
+            shares = [d.get("target_share", 1.0) for _, d, _ in merged_entries]
+            total = sum(s for s in shares if isinstance(s, (int, float)) and s > 0)
+            for (name, definition, origins), share in zip(merged_entries, shares):
+                if isinstance(share, (int, float)) and total > 0:
+                    definition["target_share"] = pipe.target_share * max(share, 0) / total
+                    origins["target_share"] = pipe.config_file
+        for name, definition, origins in merged_entries:
+            add(name, definition, origins)
+        unknown_suffixes = set(pipe.suffix_overrides) - {d.get("suffix") for _, d, _ in merged_entries}
+        for suffix in sorted(unknown_suffixes):
+            warnings.append(f"{pipe.config_file}: suffix_overrides.{suffix}: the pipe {pipe.source} has no such suffix")
+
+    for name, inline in space.machinetypes.items():
+        if name in machinetypes or name in errors:
+            errors[name] = f"{space.config_file}: spaces.{space.name}.machinetypes.{name}: also defined by a pipe"
+            machinetypes.pop(name, None)
+            continue
+        add(name, dict(inline), {k: space.config_file for k in inline})
+
+    return Resolved(machinetypes, definitions, errors, tuple(warnings))

@@ -1,0 +1,128 @@
+"""Classify one machine: what it is doing, whether it must go, and how it ended.
+
+Pure: `assess(view, machinetype, limits, now)` reads nothing but its
+arguments.  The rules, in the order they apply:
+
+1. stopped or failed (backend), or gone (no longer listed)  -> finished
+2. a shutdown message left more than `shutdown_grace_seconds` ago -> finished
+   (the machine said it is done; give it a moment to exit by itself)
+3. starting for longer than `max_starting_seconds`     -> `700 Failed to start`
+4. running longer than `max_wallclock_seconds`          -> `700 Exceeded max_wallclock_seconds`
+5. heartbeat configured, machine past `fizzle_seconds`, heartbeat older than
+   `heartbeat_seconds` (or missing, when heartbeat_seconds is 0)
+                                                         -> `700 Heartbeat not updated`
+
+An *abort* is a machine that ended with a code 300-699, or that ran less than
+`fizzle_seconds` whatever its code.  A machine's own shutdown message always
+stands: vacagent's message is used only when the machine left none.
+
+Neighbours: `planner` turns assessments into a Plan; `backoff` turns aborts
+and successes into the machinetype's feedback state.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vacagent.model import (
+    EXCEEDED_WALLCLOCK,
+    FAILED_TO_START,
+    HEARTBEAT_STALE,
+    MACHINETYPE_GONE,
+    MachineState,
+    MachineType,
+    MachineView,
+    Outcome,
+    ShutdownMessage,
+    SpaceLimits,
+)
+
+
+class Verdict(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"  # ended by itself: delete what is left and record the outcome
+    EXPIRED = "expired"  # vacagent ends it: delete with our message
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: Verdict
+    ran: float  # seconds it has run (0 if it never started)
+    passed_fizzle: bool = False
+    ours: ShutdownMessage | None = None  # our message, if we end it and it left none
+    outcome: Outcome | None = None  # set for FINISHED and EXPIRED
+
+    @property
+    def ends(self) -> bool:
+        return self.verdict in (Verdict.FINISHED, Verdict.EXPIRED)
+
+
+def is_abort(code: int | None, ran: float, fizzle_seconds: float) -> bool:
+    return (code is not None and 300 <= code <= 699) or ran < fizzle_seconds
+
+
+def _ran(view: MachineView, until: float) -> float:
+    if view.started is None:
+        return 0.0
+    return max(0.0, until - view.started)
+
+
+def assess(
+    view: MachineView,
+    machinetype: MachineType | None,
+    limits: SpaceLimits,
+    now: float,
+) -> Assessment:
+    own = ShutdownMessage.parse(view.shutdown_message) if view.shutdown_message else None
+    fizzle = machinetype.fizzle_seconds if machinetype else 0
+
+    def end(verdict: Verdict, ran: float, ours: ShutdownMessage | None, reason: str, at: float) -> Assessment:
+        standing = own or ours
+        outcome = Outcome(
+            message=str(standing) if standing else "",
+            code=standing.code if standing else None,
+            ran_seconds=round(ran, 3),
+            aborted=is_abort(standing.code if standing else None, ran, fizzle),
+            reason=reason,
+            at=at,
+        )
+        return Assessment(verdict, ran, ours=None if own else ours, outcome=outcome)
+
+    if view.state in (MachineState.STOPPED, MachineState.FAILED, MachineState.GONE):
+        at = view.stopped if view.stopped is not None else now
+        ran = _ran(view, at)
+        never_ran = view.started is None and view.state in (MachineState.FAILED, MachineState.GONE)
+        ours = FAILED_TO_START if never_ran else None
+        return end(Verdict.FINISHED, ran, ours, view.state.value, at)
+
+    if own is not None and view.shutdown_message_at is not None:
+        if now - view.shutdown_message_at >= limits.shutdown_grace_seconds:
+            return end(Verdict.FINISHED, _ran(view, view.shutdown_message_at), None, "shutdown message", now)
+
+    if machinetype is None:
+        return end(Verdict.EXPIRED, _ran(view, now), MACHINETYPE_GONE, str(MACHINETYPE_GONE), now)
+
+    if view.state is not MachineState.RUNNING:
+        # STARTING, DELETING and UNKNOWN all count from the intent time.
+        if view.started is None and now - view.created > limits.max_starting_seconds:
+            return end(Verdict.EXPIRED, 0.0, FAILED_TO_START, str(FAILED_TO_START), now)
+        if view.started is None:
+            return Assessment(Verdict.STARTING, 0.0)
+
+    ran = _ran(view, now)
+    if ran > machinetype.max_wallclock_seconds:
+        return end(Verdict.EXPIRED, ran, EXCEEDED_WALLCLOCK, str(EXCEEDED_WALLCLOCK), now)
+
+    passed_fizzle = ran >= fizzle
+    if machinetype.heartbeat_file and passed_fizzle:
+        if machinetype.heartbeat_seconds > 0:
+            last = view.heartbeat_at if view.heartbeat_at is not None else view.started
+            stale = last is None or now - last > machinetype.heartbeat_seconds
+        else:
+            stale = view.heartbeat_at is None  # Vcycle: 0 means the file must only exist
+        if stale:
+            return end(Verdict.EXPIRED, ran, HEARTBEAT_STALE, str(HEARTBEAT_STALE), now)
+
+    return Assessment(Verdict.RUNNING, ran, passed_fizzle=passed_fizzle)

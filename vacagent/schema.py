@@ -1,0 +1,155 @@
+"""JSON Schemas for the site configuration and for machinetype definitions,
+and one helper that turns a schema violation into an operator's message.
+
+The schemas check types and ranges; `config` and `definitions` add the few
+checks a schema cannot express (paths, cross-field rules).  Reference:
+docs/configuration.md and docs/definitions.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import jsonschema
+
+SAFE_FILE = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
+NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+_seconds = {"type": "integer", "minimum": 0}
+_positive = {"type": "integer", "minimum": 1}
+
+# Keys of a machinetype the decision core interprets, with their types.
+MACHINETYPE_PROPERTIES: dict[str, Any] = {
+    "suffix": {"type": "string", "pattern": NAME},
+    "processors": _positive,
+    "min_processors": _positive,
+    "max_processors": _positive,
+    "target_share": {"type": "number", "minimum": 0},
+    "backoff_seconds": _seconds,
+    "max_backoff_seconds": _seconds,
+    "fizzle_seconds": _seconds,
+    "max_wallclock_seconds": _positive,
+    "min_wallclock_seconds": _seconds,
+    "heartbeat_file": {"type": "string", "pattern": SAFE_FILE},
+    "heartbeat_seconds": _seconds,
+    "max_starting_processors": _positive,
+    "processors_limit": _positive,
+    "mb_per_processor": _positive,
+    "hs06_per_processor": {"type": "number", "exclusiveMinimum": 0},
+    "disk_gb_per_processor": {"type": "number", "minimum": 0},
+    "user_data": {"type": "string", "minLength": 1},
+    "root_image": {"type": "string", "minLength": 1},
+    "machine_model": {"type": "string"},
+    "accounting_fqan": {"type": "string"},
+}
+
+# Keys we accept without interpreting them: the rest of the Vac/Vcycle
+# vocabulary, and the keys cloud backends read.  Anything else is warned about.
+PASSTHROUGH_KEYS = frozenset(
+    {
+        "cache_seconds", "cernvm_signing_dn", "image_signing_dn", "root_public_key",
+        "cvmfs_repositories", "legacy_proxy", "user_data_proxy", "user_data_proxy_cert",
+        "user_data_proxy_key", "log_machineoutputs", "log_joboutputs", "joboutputs_days",
+        "remote_joboutputs_url", "remote_joboutputs_cert", "remote_joboutputs_key",
+        "x509dn", "tmp_binding", "root_device", "scratch_device", "https_port",
+        "flavor_name", "flavor_names", "network_uuid", "image_name", "container_image",
+        "instance_type", "machine_type", "zone", "network", "subnet", "security_groups",
+        "key_name", "service_account", "labels", "node_selector", "environment",
+        "description", "comment",
+    }
+)
+
+PATH_KEYS = frozenset(
+    {"user_data", "root_image", "root_public_key", "user_data_proxy_cert", "user_data_proxy_key",
+     "remote_joboutputs_cert", "remote_joboutputs_key"}
+)
+
+MACHINETYPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": MACHINETYPE_PROPERTIES,
+    "patternProperties": {
+        r"^user_data_option_[A-Za-z0-9_]+$": {"type": ["string", "number", "boolean"]},
+        r"^user_data_file_[A-Za-z0-9_]+$": {"type": "string", "minLength": 1},
+    },
+}
+
+PIPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["machinetypes"],
+    "properties": {
+        "cache_seconds": _seconds,
+        "machinetypes": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+_overrides = {"type": "object"}
+
+SPACE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["backend"],
+    "additionalProperties": False,
+    "properties": {
+        "backend": {"type": "string", "pattern": r"^[a-z0-9_]+$"},
+        "options": {"type": "object"},
+        "processors_limit": _positive,
+        "max_machines": _positive,
+        "creation_budget_processors": _positive,
+        "max_starting_seconds": _positive,
+        "shutdown_grace_seconds": _seconds,
+        "delete_retry_seconds": _positive,
+        "intent_grace_seconds": _positive,
+        "pipes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["source", "prefix"],
+                "additionalProperties": False,
+                "properties": {
+                    "source": {"type": "string", "minLength": 1},
+                    "prefix": {"type": "string", "pattern": NAME},
+                    "target_share": {"type": "number", "minimum": 0},
+                    "overrides": _overrides,
+                    "suffix_overrides": {"type": "object", "additionalProperties": _overrides},
+                },
+            },
+        },
+        "machinetypes": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME},
+            "additionalProperties": {"type": "object"},
+        },
+    },
+}
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "site": {"type": "string", "pattern": r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$"},
+        "state_dir": {"type": "string", "minLength": 1},
+        "cycle_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "finished_retention_days": {"type": "number", "minimum": 0},
+        "decisions_max_bytes": _positive,
+        "log_level": {"enum": ["debug", "info", "warning", "error"]},
+        "spaces": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME},
+            "additionalProperties": SPACE_SCHEMA,
+        },
+    },
+}
+
+
+def _where(path: Iterator[Any]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def violations(instance: Any, schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """All schema violations as (key path, reason), deepest first, in a stable order."""
+    validator = jsonschema.Draft202012Validator(schema)
+    found = []
+    for error in validator.iter_errors(instance):
+        # Prefer the most specific message of a oneOf/anyOf.
+        error = jsonschema.exceptions.best_match([error]) or error
+        found.append((_where(error.absolute_path), error.message))
+    return sorted(set(found))

@@ -1,0 +1,11 @@
+"""The state directory: plain files that operators read and several daemons share.
+
+Layout (docs/architecture.md has the full reference):
+
+    STATE/spaces/<space>/machines/<name>/machine.json   one per live machine
+    STATE/spaces/<space>/machinetypes/<mt>/{definition,feedback}.json
+    STATE/spaces/<space>/finished/<yyyy-mm-dd>/<name>/   closed machines
+    STATE/accounting/<yyyy-mm-dd>.jsonl                  one line per finished machine
+    STATE/decisions/<space>.jsonl                        why each cycle did what it did
+    STATE/cache/                                         fetched pipes and templates
+"""

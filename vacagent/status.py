@@ -1,0 +1,179 @@
+"""What operators ask the state directory: `vacagent status` and `vacagent why`.
+
+Reads only the state directory (no backend call), so it answers at once
+and works while the daemon runs.  The figures are as of each space's last
+cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from vacagent.backoff import gate
+from vacagent.config import Settings
+from vacagent.model import iso
+from vacagent.state.store import SpaceStore
+
+
+def last_decisions(store: SpaceStore, count: int = 1) -> list[dict[str, Any]]:
+    """The last `count` decision records of a space, newest last."""
+    path = store.decisions_path
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        chunk = min(size, max(65536, count * 16384))
+        f.seek(size - chunk)
+        lines = f.read().splitlines()
+    if chunk < size:
+        lines = lines[1:]  # the first line may be cut
+    out = []
+    for line in lines[-count:]:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
+    store = SpaceStore(settings.state_dir, name, settings.site)
+    records = store.records()
+    decisions = last_decisions(store)
+    last = decisions[-1] if decisions else {}
+    names = sorted(set(store.stored_machinetypes()) | {r.machinetype for r in records.values()})
+    machinetypes: dict[str, Any] = {}
+    by_mt: dict[str, list] = defaultdict(list)
+    for record in records.values():
+        by_mt[record.machinetype].append(record)
+    for mt in names:
+        feedback = store.feedback(mt)
+        mine = by_mt.get(mt, [])
+        states = Counter("deleting" if r.deleting_since else r.state for r in mine)
+        machinetypes[mt] = {
+            "machines": len(mine),
+            "processors": sum(r.processors for r in mine),
+            "states": dict(sorted(states.items())),
+            "gate": gate(feedback, now).value,
+            "backoff_until": feedback.backoff_until,
+            "consecutive_aborts": feedback.consecutive_aborts,
+            "last_abort": feedback.last_message,
+            "held": last.get("held", {}).get(mt),
+        }
+    machines = [
+        {
+            "name": r.name,
+            "machinetype": r.machinetype,
+            "state": "deleting" if r.deleting_since else r.state,
+            "processors": r.processors,
+            "created": r.created,
+            "started": r.started,
+            "backend_id": r.backend_id,
+        }
+        for r in sorted(records.values(), key=lambda r: (r.machinetype, r.created, r.name))
+    ]
+    space = settings.spaces.get(name)
+    return {
+        "space": name,
+        "backend": space.backend if space else None,
+        "processors_limit": space.limits.processors_limit if space else None,
+        "processors": sum(r.processors for r in records.values()),
+        "machines_total": len(records),
+        "last_cycle": last.get("time"),
+        "machinetypes": machinetypes,
+        "machines": machines,
+    }
+
+
+def status(settings: Settings, now: float, only: str | None = None) -> dict[str, Any]:
+    on_disk = []
+    spaces_dir = settings.state_dir / "spaces"
+    if spaces_dir.is_dir():
+        on_disk = [p.name for p in spaces_dir.iterdir() if p.is_dir()]
+    names = sorted(set(settings.spaces) | set(on_disk))
+    if only:
+        names = [n for n in names if n == only]
+    return {
+        "site": settings.site,
+        "state_dir": str(settings.state_dir),
+        "time": now,
+        "spaces": [space_status(settings, n, now) for n in names],
+    }
+
+
+def _age(now: float, t: float | None) -> str:
+    if t is None:
+        return "-"
+    s = int(now - t)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str]:
+    now = report["time"]
+    yield f"site {report['site']}  state {report['state_dir']}"
+    if not report["spaces"]:
+        yield "  no spaces have run yet"
+    for space in report["spaces"]:
+        yield ""
+        yield (
+            f"space {space['space']} ({space['backend']}): {space['machines_total']} machines, "
+            f"{space['processors']}/{space['processors_limit']} processors, last cycle {_age(now, space['last_cycle'])} ago"
+        )
+        yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
+        for mt, info in space["machinetypes"].items():
+            states = " ".join(f"{k}={v}" for k, v in info["states"].items()) or "-"
+            if info["gate"] == "backoff":
+                fb = f"backoff until {iso(info['backoff_until'])} ({info['consecutive_aborts']} aborts)"
+            elif info["gate"] == "probe":
+                fb = f"probing after {info['consecutive_aborts']} abort(s)"
+            else:
+                fb = "open"
+            yield f"  {mt:<28} {info['machines']:>8} {info['processors']:>6}  {states:<32} {fb}"
+        if machines and space["machines"]:
+            yield f"  {'MACHINE':<40} {'STATE':<10} {'AGE':>7} {'RUNNING':>8}  BACKEND ID"
+            for m in space["machines"]:
+                yield (
+                    f"  {m['name']:<40} {m['state']:<10} {_age(now, m['created']):>7} "
+                    f"{_age(now, m['started']):>8}  {m['backend_id']}"
+                )
+
+
+def why(settings: Settings, space: str | None, machinetype: str | None, count: int) -> Iterable[str]:
+    names = [space] if space else sorted(settings.spaces)
+    for name in names:
+        store = SpaceStore(settings.state_dir, name, settings.site)
+        decisions = last_decisions(store, count)
+        if not decisions:
+            yield f"space {name}: no decision recorded yet (has the daemon run a cycle?)"
+            continue
+        for d in decisions:
+            yield (
+                f"space {name} at {d['at']}: {d['machines_total']} machines, "
+                f"{d['processors_total']}/{d['processors_limit']} processors"
+            )
+            mts = sorted(set(d.get("machinetypes", {})) | set(d.get("held", {})) | set(d.get("created", {})))
+            for mt in mts:
+                if machinetype and mt != machinetype:
+                    continue
+                created = d.get("created", {}).get(mt, [])
+                held = d.get("held", {}).get(mt)
+                parts = []
+                if created:
+                    parts.append(f"created {len(created)}")
+                if held:
+                    parts.append(("then held: " if created else "held: ") + held)
+                yield f"  {mt}: {'; '.join(parts) or 'nothing to report'}"
+            for deleted in d.get("deleted", []):
+                if machinetype is None or deleted["machine"].startswith(machinetype + "-"):
+                    yield f"  deleted {deleted['machine']}: {deleted['reason']}"
+            for mt, error in d.get("definition_errors", {}).items():
+                if machinetype is None or mt == machinetype:
+                    yield f"  definition error {mt}: {error}"
