@@ -46,6 +46,10 @@ class Verdict(enum.Enum):
     EXPIRED = "expired"  # vacagent ends it: delete with our message
 
 
+_ENDING = frozenset({Verdict.FINISHED, Verdict.EXPIRED})
+_ENDED = frozenset({MachineState.STOPPED, MachineState.FAILED, MachineState.GONE})  # enum attribute access is slow
+
+
 @dataclass(frozen=True)
 class Assessment:
     verdict: Verdict
@@ -56,7 +60,7 @@ class Assessment:
 
     @property
     def ends(self) -> bool:
-        return self.verdict in (Verdict.FINISHED, Verdict.EXPIRED)
+        return self.verdict in _ENDING
 
 
 def is_abort(code: int | None, ran: float, fizzle_seconds: float) -> bool:
@@ -90,7 +94,7 @@ def assess(
         )
         return Assessment(verdict, ran, ours=None if own else ours, outcome=outcome)
 
-    if view.state in (MachineState.STOPPED, MachineState.FAILED, MachineState.GONE):
+    if view.state in _ENDED:
         at = view.stopped if view.stopped is not None else now
         ran = _ran(view, at)
         never_ran = view.started is None and view.state in (MachineState.FAILED, MachineState.GONE)
