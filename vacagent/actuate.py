@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import socket
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from vacagent import __version__, backoff, errors, features, userdata
 from vacagent.backends.base import Backend, CreateRequest
@@ -50,6 +50,7 @@ class Actuator:
     fetcher: Fetcher
     reporter: Reporter
     manager_hostname: str = field(default_factory=socket.getfqdn)
+    names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
 
     def close(self, record: MachineRecord, outcome: Outcome | None, now: float) -> dict[str, Any]:
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
@@ -91,7 +92,7 @@ class Actuator:
     ) -> tuple[MachineRecord | None, FeedbackState]:
         """Create one machine.  Returns its record (None on failure) and the
         machinetype's feedback state, which a failure may have changed."""
-        name = machine_name(machinetype.name)
+        name = self.names(machinetype.name)
         try:
             template = userdata.load_template(machinetype, self.fetcher, now)
             values = {

@@ -33,6 +33,11 @@ class SystemClock:
         return until.wait(max(0.0, seconds))
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process, for reports of what a run cost (never for decisions)."""
+    return time.process_time()
+
+
 class FakeClock:
     """A clock that only moves when told to: `sleep` advances it at once."""
 

@@ -15,7 +15,7 @@ runs, so that two processes on one host never act on one space at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import filelock
 
@@ -51,6 +51,9 @@ class Space:
     retention_days: float
     decisions_max_bytes: int
     problems: dict[str, str] = field(default_factory=dict)  # reported definition problems
+    # The decision function: the daemon always uses planner.plan; the
+    # simulator swaps in baseline policies with the same signature.
+    decide: Callable[..., planner.Decision] = planner.plan
 
     @property
     def name(self) -> str:
@@ -169,7 +172,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         )
 
     feedback = {name: store.feedback(name) for name in machinetypes}
-    decision = planner.plan(settings.limits, machinetypes, views, feedback, now, held)
+    decision = space.decide(settings.limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
         store.save_feedback(name, state)
@@ -189,15 +192,20 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     return record
 
 
+_STATE_VALUE = {state: state.value for state in MachineState}  # .value is slow, and read per machine
+
+
 def _decision_record(space, now, views, decision, done, definition_errors, feedback) -> dict[str, Any]:
     per_mt: dict[str, dict[str, int]] = {}
+    gone = MachineState.GONE
     for view in views:
-        if view.state is MachineState.GONE:
+        if view.state is gone:
             continue
         counts = per_mt.setdefault(view.machinetype, {"machines": 0, "processors": 0})
         counts["machines"] += 1
         counts["processors"] += view.processors
-        counts[view.state.value] = counts.get(view.state.value, 0) + 1
+        value = _STATE_VALUE[view.state]
+        counts[value] = counts.get(value, 0) + 1
     return {
         "time": now,
         "at": iso(now),
