@@ -21,11 +21,12 @@ def two_projects(tmp_path):
     data = tiny(duration="3h")
     data["projects"] = [
         {"name": "alpha", "target_share": 2,
-         "workload": [{"kind": "steady", "jobs_per_hour": 30, "duration": {"distribution": "uniform", "min": "5m", "max": "30m"}}]},
+         "workload": [{"kind": "steady", "jobs_per_hour": 30,
+                       "duration": {"distribution": "uniform", "min": "5m", "max": "30m"}}]},
         {"name": "beta", "workload": [{"kind": "burst", "at": "1h", "jobs": 40, "duration": "20m"}]},
     ]
-    data["spaces"] = [{"name": "lab", "processors": 20, "boot_seconds": {"distribution": "uniform", "min": 30, "max": 90},
-                       "boot_failure_probability": 0.1}]
+    data["spaces"] = [{"name": "lab", "processors": 20, "boot_failure_probability": 0.1,
+                       "boot_seconds": {"distribution": "uniform", "min": 30, "max": 90}}]
     data["incidents"] = [{"kind": "api_errors", "start": "2h", "end": "2h10m", "probability": 0.5}]
     return write(tmp_path, data, "two.json")
 

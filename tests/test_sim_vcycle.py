@@ -103,7 +103,8 @@ def test_ties_are_broken_at_random_reproducibly():
     mts = {"a": mt("a"), "b": mt("b")}
     picks = {seed: created(VcyclePlanner(random.Random(seed))(limits(10), mts, [], {}, T0)) for seed in range(20)}
     assert {tuple(p) for p in picks.values()} == {("a",), ("b",)}
-    assert picks == {seed: created(VcyclePlanner(random.Random(seed))(limits(10), mts, [], {}, T0)) for seed in range(20)}
+    again = {seed: created(VcyclePlanner(random.Random(seed))(limits(10), mts, [], {}, T0)) for seed in range(20)}
+    assert picks == again
 
 
 def test_the_space_limit_is_checked_against_the_cycles_start():

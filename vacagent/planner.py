@@ -113,7 +113,7 @@ def plan(
     # probing; skipping the others keeps a 50,000-machine cycle cheap.
     probing = {e[2].machinetype for e in events if e[3].outcome and e[3].outcome.aborted}
     probing |= {name for name, state in feedback.items() if state.probing}
-    events += [(now, 0, view, a) for view, a in life.passed_fizzle if view.machinetype in probing]
+    events += [(now, 0, v, a) for v, a in life.passed_fizzle if v.machinetype in probing]
     for at, _, view, a in sorted(events, key=lambda e: (e[0], e[1], e[2].name)):
         mt = machinetypes[view.machinetype]
         state = states.get(mt.name, feedback.get(mt.name, FeedbackState()))

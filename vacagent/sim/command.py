@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from vacagent.sim import scenario as scenarios
 from vacagent.sim import table

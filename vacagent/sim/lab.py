@@ -31,7 +31,6 @@ NO_MORE_WORK = "300 No more work available"
 WORK_DONE = "200 Intended work completed ok"
 
 _BOOT, _JOB_DONE, _IDLE, _STOP, _GONE, _CAPACITY = range(6)
-_ARRIVAL = -1  # arrivals come from the sorted job list, not the heap
 
 
 class SimMachine:

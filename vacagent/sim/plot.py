@@ -40,6 +40,8 @@ def draw(result: Result, out: Path) -> None:
     fig, axes = plt.subplots(len(names), 1, figsize=(12, 1.2 + 2.5 * len(names)), sharex=True, squeeze=False)
     top = 0.0
     twins = []
+    # An incident lasting the whole run (a broken image) would tint every panel: it is in the title instead.
+    shaded = [i for i in scenario.incidents if i.end - i.start < 0.9 * scenario.duration]
     for ax, name in zip(axes[:, 0], names):
         trace = result.traces[name]
         s = trace.samples
@@ -55,8 +57,11 @@ def draw(result: Result, out: Path) -> None:
         colors.append(STOPPED)
         ax.stackplot(hours, *layers, colors=colors, linewidth=0)
         top = max(top, max((sum(col) for col in zip(*layers)), default=0))
-        for incident in scenario.incidents:
+        for incident in shaded:
             ax.axvspan(incident.start / 3600, incident.end / 3600, color="red", alpha=0.07, linewidth=0)
+            if ax is axes[0, 0]:
+                ax.text(incident.start / 3600, 1.0, f" {_label(incident)}", transform=ax.get_xaxis_transform(),
+                        fontsize=8, color="darkred", va="top", ha="left")
         twin = ax.twinx()
         for p in projects:
             twin.plot(hours, s.queued.get(p, []), color=colours[p], linestyle="--", linewidth=1.1)
@@ -81,16 +86,29 @@ def draw(result: Result, out: Path) -> None:
     handles += [Patch(color=(*example, ALPHA[s]), label=s) for s in ("busy", "idle", "starting")]
     handles += [Patch(color=STOPPED, label="stopped / deleting")]
     handles += [plt.Line2D([], [], color="black", linestyle="--", label="jobs waiting (right axis)")]
-    if scenario.incidents:
+    if shaded:
         handles += [Patch(color="red", alpha=0.15, label="incident")]
     height = fig.get_figheight()
-    fig.suptitle(f"scenario {scenario.name}", y=1 - 0.08 / height, fontsize=11, fontweight="bold", x=0.01,
+    title = f"scenario {scenario.name}"
+    whole = [_label(i) for i in scenario.incidents if i not in shaded]
+    if whole:
+        title += "  (all along: " + "; ".join(whole) + ")"
+    fig.suptitle(title, y=1 - 0.08 / height, fontsize=11, fontweight="bold", x=0.01,
                  ha="left", va="top")
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height),
                ncol=min(len(handles), 9), frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.62 / height))
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def _label(incident) -> str:
+    if incident.kind == "broken_image":
+        return f"{incident.project}: broken image"
+    if incident.kind == "capacity_loss":
+        return f"{incident.space}: only {incident.processors} processors"
+    where = f" ({incident.space})" if incident.space else ""
+    return f"{incident.kind.replace('_', ' ')} p={incident.probability:g}{where}"
 
 
 def _pct(x: float | None) -> str:

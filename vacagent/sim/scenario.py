@@ -94,9 +94,6 @@ class Scenario:
     incidents: tuple[Incident, ...] = ()
     jobs: tuple[Job, ...] = field(default=(), repr=False)  # sorted by arrival
 
-    def project(self, name: str) -> ProjectSpec:
-        return next(p for p in self.projects if p.name == name)
-
     @property
     def processors(self) -> int:
         return sum(s.processors for s in self.spaces)
@@ -150,7 +147,8 @@ def _build(raw: dict[str, Any], path: Path, seed: int | None) -> Scenario:
     for key, names in (("spaces", [s.name for s in spaces]), ("projects", [p.name for p in projects])):
         for name in {n for n in names if names.count(n) > 1}:
             problem(key, f"name {name!r} is used twice")
-    incidents = tuple(_incident(x, duration, spaces, projects, i, problem) for i, x in enumerate(raw.get("incidents", [])))
+    incidents = tuple(_incident(x, duration, spaces, projects, i, problem)
+                      for i, x in enumerate(raw.get("incidents", [])))
 
     seed = raw.get("seed", 1) if seed is None else seed
     jobs: list[Job] = []

@@ -28,10 +28,13 @@ def _hours(x: float) -> str:
 
 def _rows(header: list[str], rows: list[list[str]]) -> Iterable[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    yield line(header).rstrip()
+
+    def line(row: list[str]) -> str:  # names left, figures right
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    yield line(header)
     for r in rows:
-        yield line(r).rstrip()
+        yield line(r)
 
 
 def describe(result: Result) -> str:

@@ -133,7 +133,8 @@ def schedule(scenario: Scenario) -> Trace:
                 waiting[jobs[j].project].append(j)
         while wakeups and wakeups[0] <= t:
             wakeups.pop(0)
-        serve(t)
+        if t < horizon:  # a machine booted at the very end would do nothing in the window
+            serve(t)
 
     samples = _samples(scenario, lives, job_start, job_end)
     deleted = sum(1 for m in lives if m.gone is not None)
@@ -155,7 +156,6 @@ def _samples(scenario: Scenario, lives: list[MachineLife], job_start, job_end) -
             delta[project][state][first] += 1
             delta[project][state][last] -= 1
 
-    runs: dict[str, list[tuple[float, float | None]]] = {}
     for j, job in enumerate(scenario.jobs):
         add(job.project, "queued", job.arrival, job_start[j])
         if job_start[j] is not None:
