@@ -3,7 +3,8 @@
 Pure: `plan(...)` takes the machinetypes, the live machines (as views), the
 feedback states and `now`, and returns a `Plan` plus the new feedback states.
 `actuate` carries the plan out; the simulator and the tests call this very
-function.
+function.  Its first half, `lifecycle(...)` (which machines to delete and
+close), is shared with the simulator's baseline policies.
 
 Creation, in processors, never exceeds the space's `processors_limit`,
 `max_machines`, the machinetype's own `processors_limit` and

@@ -98,7 +98,7 @@ def draw(result: Result, out: Path) -> None:
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height),
                ncol=min(len(handles), 9), frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.62 / height))
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, pil_kwargs={"optimize": True})
     plt.close(fig)
 
 
