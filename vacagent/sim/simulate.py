@@ -7,7 +7,8 @@ so they run in parallel worker processes (`jobs`, default one per CPU);
 each draws from its own seeded generators, so the figures do not depend
 on how many run at once.  The state directories are temporary (in /dev/shm
 when there is one: the cycle writes and fsyncs many small files, which
-costs nothing there) unless `keep` names a directory.
+costs nothing there; when it has less than 4 GB free, the usual temporary
+directory) unless `keep` names a directory.
 
 Used by `command` (`vacagent simulate`), the benchmarks and the tests.
 """
@@ -28,6 +29,7 @@ from vacagent.sim.scenario import Scenario
 from vacagent.sim.trace import Trace
 
 ALL = tuple(policies.REGISTRY)
+SCRATCH_BYTES = 4 * 2**30  # a 10,000-machine space holds about 1 GB of small files
 
 
 @dataclass
@@ -39,8 +41,13 @@ class Result:
 
 
 def _scratch() -> str | None:
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    """/dev/shm if it is there with room (containers often give it 64 MB), else the usual temporary directory."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = stats.f_bavail * stats.f_frsize >= SCRATCH_BYTES
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
 
 
 def _run(name: str, scenario: Scenario, workdir: Path) -> Trace:
