@@ -53,10 +53,12 @@ def plan(
     feedback: Mapping[str, FeedbackState],
     now: float,
     held: Mapping[str, str] | None = None,
+    endpoint_up_since: float | None = None,
 ) -> Decision:
     """`machinetypes` are all definitions known (for lifecycle rules);
     `held` names those that must not create this cycle and why (invalid or
-    retired definitions)."""
+    retired definitions); `endpoint_up_since` is when the machines' endpoint
+    last came up (heartbeats are not expected from before then)."""
     views = list(views)
     held = dict(held or {})
     states: dict[str, FeedbackState] = {}
@@ -68,7 +70,7 @@ def plan(
     successes: list[tuple[float, int, MachineView, Assessment]] = []
     for view in views:
         mt = machinetypes.get(view.machinetype)
-        a = assess(view, mt, limits, now)
+        a = assess(view, mt, limits, now, endpoint_up_since)
         assessments[view.name] = a
         new_outcome = a.outcome if (a.ends and not view.outcome_recorded) else None
         if new_outcome is not None and mt is not None:

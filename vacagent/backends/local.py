@@ -73,6 +73,8 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 class LocalBackend:
+    max_user_data_bytes = 1 << 20  # a script on local disk: generous, but no runaway template
+
     def __init__(self, context: BackendContext):
         self.context = context
         self.root = context.state_dir / "local" / context.space
