@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from vacagent.actuate import Actuator
-from vacagent.backends.base import BackendContext
+from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.backends.fake import FakeBackend
 from vacagent.backoff import FeedbackState
 from vacagent.clock import SystemClock
@@ -28,9 +28,21 @@ def machinetype(tmp: Path, name: str = "proj-a", template: str = "##user_data_to
     return MachineType(name=name, user_data=str(path), **kw)
 
 
+class RecordingBackend(FakeBackend):
+    """The fake backend, also keeping every create request (environment included)."""
+
+    def __init__(self, context: BackendContext):
+        super().__init__(context)
+        self.requests: list[CreateRequest] = []
+
+    def create_machine(self, request: CreateRequest):
+        self.requests.append(request)
+        return super().create_machine(request)
+
+
 def actuator(state: Path, space: str, endpoint_url: str | None, reporter: Reporter | None = None,
              **options) -> Actuator:
-    backend = FakeBackend(BackendContext("site", space, state, options, SystemClock()))
+    backend = RecordingBackend(BackendContext("site", space, state, options, SystemClock()))
     return Actuator(space, "site", backend, SpaceStore(state, space, "site"), Fetcher(state / "cache"),
                     reporter or Reporter(), endpoint_url=endpoint_url)
 

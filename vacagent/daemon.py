@@ -71,8 +71,7 @@ class Daemon:
         self.wake = threading.Event()
 
     def _build(self, settings: Settings) -> list[cycle.Space]:
-        url = self.endpoint.public_url if self.endpoint else None
-        return [cycle.build(settings, s, self.reporter, self.clock, endpoint_url=url) for s in settings.spaces.values()]
+        return [cycle.build(settings, s, self.reporter, self.clock) for s in settings.spaces.values()]
 
     def _serve(self, settings: Settings) -> None:
         """Start, restart or stop the endpoint to match `settings`; ConfigError if it cannot listen."""
@@ -89,6 +88,8 @@ class Daemon:
 
     def _launch(self, spaces: list[cycle.Space], settings: Settings) -> tuple[list[SpaceLoop], threading.Event]:
         stop = threading.Event()
+        for space in spaces:  # machines are told the URL of the endpoint actually running (port 0: its port)
+            space.actuator.endpoint_url = self.endpoint.public_url if self.endpoint else None
         loops = [SpaceLoop(space, settings.cycle_seconds, self.clock, stop) for space in spaces]
         for loop in loops:
             loop.start()
@@ -144,6 +145,7 @@ class Daemon:
         notify.notify("RELOADING=1")
         try:
             settings = config.load(self.config_path)
+            spaces = self._build(settings)
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration", detail=str(e))
             notify.notify("READY=1")
@@ -157,7 +159,7 @@ class Daemon:
                 break
             except ConfigError as e:
                 log.error("endpoint cannot start, trying the previous configuration (or none)", detail=str(e))
-        result = self._launch(self._build(settings), settings)
+        result = self._launch(spaces, settings)
         log.info("configuration reloaded", files=",".join(settings.files))
         notify.notify("READY=1", f"STATUS=running {len(spaces)} space(s)")
         return result
