@@ -4,7 +4,9 @@
 # ##user_data_file_reporter## in the template and name this file in the
 # machinetype's user_data_file_reporter), or source it.  Needs curl 7.55+.
 #
-#   vacagent_heartbeat [TEXT]      refresh the heartbeat file (default text: the time)
+#   vacagent_heartbeat [TEXT]      refresh the heartbeat file (TEXT: e.g. the load; vacagent
+#                                  uses only the time, and an unchanged TEXT, or none,
+#                                  is the cheapest to refresh)
 #   vacagent_shutdown CODE TEXT    leave the shutdown message "CODE TEXT" (retried 5 times)
 #   vacagent_put FILE TEXT         write TEXT to joboutputs/FILE (a log, a summary, ...)
 #   vacagent_get KIND KEY          print machinefeatures/KEY or jobfeatures/KEY
@@ -47,7 +49,7 @@ vacagent_get() {
 }
 
 vacagent_heartbeat() {
-    vacagent_put "${VACAGENT_HEARTBEAT_FILE:-heartbeat}" "${1:-$(date +%s)}"
+    vacagent_put "${VACAGENT_HEARTBEAT_FILE:-heartbeat}" "${1:-}"
 }
 
 vacagent_shutdown() {

@@ -204,6 +204,23 @@ def test_heartbeat_put_is_stored_with_the_endpoint_time(site):
     assert site["store"].outputs(site["names"]["a"], "heartbeat").heartbeat_at == path.stat().st_mtime
 
 
+def test_unchanged_body_only_updates_the_time(site):
+    """Same body again: the file keeps its inode and gets the new time; another body: a new file."""
+    path = site["store"].machine_dir(site["names"]["a"]) / "joboutputs" / "beat"
+    tok = site["tokens"]["a"]
+    assert request(site["port"], "PUT", url(site, "a", file="beat"), tok, b"same")[0] == 204
+    first = path.stat()
+    assert request(site["port"], "PUT", url(site, "a", file="beat"), tok, b"same")[0] == 204
+    second = path.stat()
+    assert (second.st_ino, path.read_bytes()) == (first.st_ino, b"same")
+    assert second.st_mtime_ns > first.st_mtime_ns
+    assert request(site["port"], "PUT", url(site, "a", file="beat"), tok, b"other")[0] == 204
+    assert path.stat().st_ino != first.st_ino and path.read_bytes() == b"other"
+    assert request(site["port"], "PUT", url(site, "a", file="beat"), tok, b"")[0] == 204
+    assert request(site["port"], "PUT", url(site, "a", file="beat"), tok, b"")[0] == 204
+    assert path.read_bytes() == b""
+
+
 def test_features_are_served(site):
     tok = site["tokens"]["a"]
     status, headers, body = request(site["port"], "GET", url(site, "a", "jobfeatures", "wall_limit_secs"), tok)

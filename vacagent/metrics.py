@@ -67,10 +67,16 @@ class Metrics:
                                           "Endpoint request handling time", ["route"], registry=r,
                                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1))
         self._series: dict[str, set[tuple[str, str]]] = {}  # space -> (machinetype, state) last set
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def endpoint_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.request_duration.labels(route).observe(max(0.0, seconds))
+        # Per request, on the endpoint's event loop: look each labelled child up once.
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = self.requests.labels(route, str(status)), self.request_duration.labels(route)
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(max(0.0, seconds))
 
     def machines_seen(self, space: str, per_machinetype: Mapping[str, Mapping[str, int]]) -> None:
         """Set the gauges from one cycle's counts; series that vanished are removed, not left stale."""

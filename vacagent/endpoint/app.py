@@ -85,21 +85,32 @@ class Endpoint:
             if request.method != allowed and not (allowed == "GET" and request.method == "HEAD"):
                 raise Refused(405, f"{target.kind} accepts {allowed} only")
             token = bearer(request.headers.get("Authorization"))
-            machine = await self._io(self.directory.authorize, target.space, target.machine, token)
             if target.kind == "joboutputs":
-                body = await _read_body(request, self.directory.cap(machine, target.key))
-                await self._io(self.directory.write, machine, target.key, body, self.clock.now())
+                body = await self._put(request, target, token)
                 if target.key == SHUTDOWN_MESSAGE:
                     log.info("shutdown message received", space=target.space, machine=target.machine,
                              message=body[:200].decode("utf-8", "replace").strip())
                 response = web.Response(status=204)
             else:
-                data = await self._io(self.directory.read, machine, target.kind, target.key)
+                data = await self._io(self.directory.get, target, token)
                 response = web.Response(body=data, content_type="text/plain")
         except Refused as e:
             response = self._refuse(request, e, target)
         self._count(route, response.status, started)
         return response
+
+    async def _put(self, request: web.Request, target: paths.Target, token: str | None) -> bytes:
+        small = self.directory.settings.max_message_bytes
+        if request.content_length is not None and request.content_length <= small:
+            # A heartbeat or a shutdown message: read it (a few KiB at most, even for
+            # a stranger) and check and write in one trip to the I/O threads.
+            body = await _read_body(request, small)
+            await self._io(self.directory.put, target, token, body, self.clock.now())
+            return body
+        machine = await self._io(self.directory.authorize, target.space, target.machine, token)
+        body = await _read_body(request, self.directory.cap(machine, target.key))
+        await self._io(self.directory.write, machine, target.key, body, self.clock.now())
+        return body
 
     def _refuse(self, request: web.Request, refusal: Refused, target: paths.Target | None) -> web.Response:
         headers = {}
@@ -137,8 +148,16 @@ class Endpoint:
 
 
 async def _read_body(request: web.Request, cap: int) -> bytes:
-    if request.content_length is not None and request.content_length > cap:
+    length = request.content_length
+    if length is not None and length > cap:
         raise Refused(413, f"body larger than {cap} bytes")
+    if length == 0:
+        return b""
+    if length is not None:
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise Refused(400, "body shorter than its Content-Length") from None
     chunks, size = [], 0
     while chunk := await request.content.read(65536):
         size += len(chunk)
