@@ -11,6 +11,8 @@ from vacagent import config
 from vacagent.config import EndpointSettings
 from vacagent.errors import ConfigError
 
+from conftest import REPO
+
 SPACE = """
 site: lab.example.org
 state_dir: state
@@ -94,3 +96,9 @@ def test_conf_d_file_is_named(tmp_path):
     (tmp_path / "conf.d" / "endpoint.yaml").write_text("endpoint:\n  port: -1\n")
     with pytest.raises(ConfigError, match=rf"{tmp_path / 'conf.d' / 'endpoint.yaml'}: endpoint.port: "):
         load(tmp_path, "")
+
+
+@pytest.mark.parametrize("path, url", [("etc/demo.yaml", "http://127.0.0.1:8450"),
+                                       ("etc/vacagent.example.yaml", "https://vacagent.lab.example.org")])
+def test_shipped_configurations_run_an_endpoint(path, url):
+    assert config.load(REPO / path).endpoint.base_url() == url
