@@ -144,7 +144,8 @@ def test_stale_heartbeat_through_the_endpoint_gets_the_machine_deleted(tmp_path)
         assert (joboutputs / "shutdown_message").read_text().strip() == "700 Heartbeat not updated"
         until(lambda: accounting(site.settings.state_dir), 20, each=site.cycle)
         [line] = accounting(site.settings.state_dir)
-        assert (line["machine"], line["shutdown_message"], line["aborted"]) == (name, "700 Heartbeat not updated", False)
+        assert (line["machine"], line["shutdown_message"]) == (name, "700 Heartbeat not updated")
+        assert line["aborted"] is False  # it ran past fizzle_seconds: a 700 then is no abort
     finally:
         site.close()
 
@@ -176,7 +177,8 @@ def test_daemon_serves_the_endpoint_and_keeps_tokens_secret(tmp_path, vacagent_b
     log = open(tmp_path / "daemon.log", "wb")
     daemon = subprocess.Popen([vacagent_bin, "run", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = until(lambda: (state / "endpoint.json").exists() and json.loads((state / "endpoint.json").read_text())["url"], 20)
+        record = state / "endpoint.json"
+        url = until(lambda: record.exists() and json.loads(record.read_text())["url"], 20)
         beat = until(lambda: next(state.glob("spaces/lab/machines/*/joboutputs/heartbeat"), None), 20)
         name = beat.parent.parent.name
         pid = json.loads((state / "local" / "lab" / name / "process.json").read_text())["pid"]

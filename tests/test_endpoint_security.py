@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -67,6 +68,11 @@ def url(site, key: str, kind: str = "joboutputs", file: str = "heartbeat", space
     return f"/machines/{space}/{site['names'][key]}/{kind}/{file}"
 
 
+def under_a(raw: str):
+    """A path builder: `raw`, exactly as given, below machine a's URL."""
+    return lambda s: f"/machines/lab/{s['names']['a']}/{raw}"
+
+
 # (description, method, path builder, token builder, body, extra headers, status)
 CASES = [
     ("no token", "PUT", lambda s: url(s, "a"), lambda s: None, b"1", {}, 401),
@@ -110,8 +116,7 @@ CASES = [
      lambda s: s["tokens"]["a"], None, {}, 404),
     # traversal, in every encoding
     *[
-        (f"traversal {raw!r}", method, (lambda raw: lambda s: f"/machines/lab/{s['names']['a']}/{raw}")(raw),
-         lambda s: s["tokens"]["a"], body, {}, 400)
+        (f"traversal {raw!r}", method, under_a(raw), lambda s: s["tokens"]["a"], body, {}, 400)
         for method, body, raw in [
             ("PUT", b"1", "joboutputs/.."),
             ("PUT", b"1", "joboutputs/."),
@@ -280,3 +285,42 @@ def test_healthz_and_metrics(site):
     assert 'vacagent_endpoint_requests_total{route="joboutputs",status="401"}' in text
     assert 'vacagent_endpoint_requests_total{route="invalid",status="400"}' in text
     assert 'vacagent_endpoint_requests_total{route="joboutputs",status="204"}' in text
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 512 KiB tmpfs (needs the right to mount: root, as on CI; skipped elsewhere)."""
+    mountpoint = tmp_path / "fs"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_full_state_directory_is_507_and_leaves_nothing_behind(tmp_path, tiny_filesystem):
+    state = tiny_filesystem / "state"
+    server = EndpointServer(SETTINGS, state, SystemClock())
+    server.start()
+    try:
+        name, token = create(actuator(state, "lab", server.public_url), machinetype(tmp_path))
+        path = f"/machines/lab/{name}/joboutputs/heartbeat"
+        assert request(server.port, "PUT", path, token, b"before")[0] == 204
+        filler = os.open(tiny_filesystem / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(filler)
+        files = {k: v for k, v in fingerprint(state).items() if v[0] == "file"}
+        status, _, text = request(server.port, "PUT", path, token, b"after")
+        assert (status, text) == (507, b"the state directory cannot be written now\n")
+        # The temporary file was made and removed again (so joboutputs/ has a new
+        # mtime), and every file is as it was: nothing half-written, nothing left.
+        assert {k: v for k, v in fingerprint(state).items() if v[0] == "file"} == files
+    finally:
+        server.stop()

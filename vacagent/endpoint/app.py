@@ -14,6 +14,7 @@ answering (docs/machine-protocol.md has the table):
     413  body over its cap, or joboutputs over the machine's total cap
     404  GET of a feature key that does not exist
     200  GET: the feature's value;  204  PUT: stored
+    500 / 507  the state directory failed (507: full), logged
 
 File I/O runs in a thread pool, so a slow (shared) filesystem never
 stalls the event loop, and the loop never stalls the decision cycle, which
@@ -25,6 +26,7 @@ Neighbours: `paths`, `machines`, `server` (runs this app), `metrics`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +98,13 @@ class Endpoint:
                 response = web.Response(body=data, content_type="text/plain")
         except Refused as e:
             response = self._refuse(request, e, target)
+        except ConnectionError:
+            raise  # the client went away mid-request: nothing to answer
+        except OSError as e:  # the state directory failed us (full, read-only, gone): say so, once per request
+            log.error("endpoint request failed", method=request.method, space=target.space if target else None,
+                      machine=target.machine if target else None, error=type(e).__name__, detail=str(e))
+            status = 507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+            response = web.Response(status=status, text="the state directory cannot be written now\n")
         self._count(route, response.status, started)
         return response
 

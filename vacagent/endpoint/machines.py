@@ -179,7 +179,8 @@ class Directory:
     def _heartbeat_file(self, space: str, fd: int) -> str | None:
         try:
             machinetype = json.loads(_read_small("machine.json", fd, 1 << 20))["machinetype"]
-            definition = json.loads((self.spaces / space / "machinetypes" / machinetype / "definition.json").read_bytes())
+            path = self.spaces / space / "machinetypes" / machinetype / "definition.json"
+            definition = json.loads(path.read_bytes())
         except (OSError, ValueError, KeyError, TypeError, Refused):
             return None
         value = definition.get("heartbeat_file") if isinstance(definition, dict) else None
