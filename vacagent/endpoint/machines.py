@@ -41,6 +41,7 @@ from pathlib import Path
 from vacagent import tokens
 from vacagent.config import EndpointSettings
 from vacagent.endpoint.paths import Refused, Target
+from vacagent.model import NAME_RE
 from vacagent.state.store import SHUTDOWN_MESSAGE
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -179,6 +180,8 @@ class Directory:
     def _heartbeat_file(self, space: str, fd: int) -> str | None:
         try:
             machinetype = json.loads(_read_small("machine.json", fd, 1 << 20))["machinetype"]
+            if not isinstance(machinetype, str) or not NAME_RE.match(machinetype):
+                return None  # never a path component we did not check
             path = self.spaces / space / "machinetypes" / machinetype / "definition.json"
             definition = json.loads(path.read_bytes())
         except (OSError, ValueError, KeyError, TypeError, Refused):
