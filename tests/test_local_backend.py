@@ -155,4 +155,4 @@ def test_wrapper_never_runs_an_unrecorded_machine(tmp_path):
     started = time.monotonic()
     rc = subprocess.run(["/bin/sh", "-c", WRAPPER, "x", "/bin/sh", "-c", f"touch {marker}"], cwd=directory).returncode
     assert rc == 111 and not marker.exists()
-    assert 9 < time.monotonic() - started < 30
+    assert 1.5 < time.monotonic() - started < 10

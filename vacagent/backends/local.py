@@ -34,14 +34,14 @@ from vacagent.state.atomic import read_json, write_json
 
 # Waits until the daemon has recorded the process (so that a daemon killed
 # between spawn and record never leaves an unlisted machine running: the
-# wrapper gives up after 10 s), runs the machine's script in work/, then
+# wrapper gives up after 2 s), runs the machine's script in work/, then
 # records its exit status atomically.  The wrapper survives SIGTERM (a
 # trap; its children still get the default action), so the group leader
 # lives exactly as long as the machine's script; a SIGTERM that arrives
 # before the script starts means it never starts.
 WRAPPER = (
     "term=; trap term=1 TERM; "
-    'i=0; while [ ! -e process.json ]; do i=$((i+1)); [ "$i" -gt 200 ] && exit 111; sleep 0.05; done; '
+    'i=0; while [ ! -e process.json ]; do i=$((i+1)); [ "$i" -gt 40 ] && exit 111; sleep 0.05; done; '
     '[ -n "$term" ] && exit 143; cd work || exit 112; rc=0; "$@" || rc=$?; '
     'echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
 )
