@@ -56,8 +56,8 @@ class Actuator:
     store: SpaceStore
     fetcher: Fetcher
     reporter: Reporter
-    manager_hostname: str = field(default_factory=socket.getfqdn)
     endpoint_url: str | None = None  # base URL of the endpoint machines report to; None: local paths
+    manager_hostname: str = field(default_factory=socket.getfqdn)
 
     def close(self, record: MachineRecord, outcome: Outcome | None, now: float) -> dict[str, Any]:
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
@@ -100,9 +100,9 @@ class Actuator:
         """Create one machine.  Returns its record (None on failure) and the
         machinetype's feedback state, which a failure may have changed."""
         name = machine_name(machinetype.name)
-        token = tokens.new(self.space, name)
-        urls = machine_urls(self.endpoint_url, self.space, name) if self.endpoint_url else {}
         try:
+            token = tokens.new(self.space, name)
+            urls = machine_urls(self.endpoint_url, self.space, name) if self.endpoint_url else {}
             template = userdata.load_template(machinetype, self.fetcher, now)
             values = {
                 "space": self.space,

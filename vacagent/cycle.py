@@ -144,6 +144,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         store.write_intent(record)
         space.actuator.reporter.machine_adopted(space.name, record)
 
+    endpoint_up_since = uptime.up_since(store.state_dir)
     views = []
     records = {}
     for pair in rec.pairs:
@@ -168,12 +169,12 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 heartbeat_at=outputs.heartbeat_at,
                 deleting_since=record.deleting_since,
                 outcome_recorded=record.outcome is not None,
+                endpoint_up_since=endpoint_up_since,
             )
         )
 
     feedback = {name: store.feedback(name) for name in machinetypes}
-    endpoint_up_since = uptime.up_since(store.state_dir)
-    decision = planner.plan(settings.limits, machinetypes, views, feedback, now, held, endpoint_up_since)
+    decision = planner.plan(settings.limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
         store.save_feedback(name, state)

@@ -53,12 +53,10 @@ def plan(
     feedback: Mapping[str, FeedbackState],
     now: float,
     held: Mapping[str, str] | None = None,
-    endpoint_up_since: float | None = None,
 ) -> Decision:
     """`machinetypes` are all definitions known (for lifecycle rules);
     `held` names those that must not create this cycle and why (invalid or
-    retired definitions); `endpoint_up_since` is when the machines' endpoint
-    last came up (heartbeats are not expected from before then)."""
+    retired definitions)."""
     views = list(views)
     held = dict(held or {})
     states: dict[str, FeedbackState] = {}
@@ -70,7 +68,7 @@ def plan(
     successes: list[tuple[float, int, MachineView, Assessment]] = []
     for view in views:
         mt = machinetypes.get(view.machinetype)
-        a = assess(view, mt, limits, now, endpoint_up_since)
+        a = assess(view, mt, limits, now)
         assessments[view.name] = a
         new_outcome = a.outcome if (a.ends and not view.outcome_recorded) else None
         if new_outcome is not None and mt is not None:
