@@ -111,6 +111,9 @@ class Daemon:
         self.wake.set()
 
     def run(self) -> int:
+        # Handlers first: a signal during start-up is honoured once the loop runs.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
         try:
             settings = config.load(self.config_path)
             self._serve(settings)
@@ -120,8 +123,6 @@ class Daemon:
             if self.endpoint:
                 self.endpoint.stop()
             return 2
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
         notify.notify("READY=1", f"STATUS=running {len(loops)} space(s)")
         watchdog = notify.watchdog_seconds()
         tick = min(watchdog / 2, 5.0) if watchdog else 5.0
