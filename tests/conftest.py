@@ -12,7 +12,7 @@ from vacagent.model import MachineState, MachineType, MachineView, SpaceLimits
 
 T0 = 1_800_000_000.0
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURE_PIPE = REPO / "tests" / "fixtures" / "example.pipe"
 
 
 def mt(name: str = "p-a", **kw) -> MachineType:

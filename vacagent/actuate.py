@@ -7,6 +7,12 @@ shutdown message, unless the machine left its own) before
 `delete_machine`.  A crash at any point leaves a record that the next
 cycle's reconcile completes: nothing is leaked.
 
+Each new machine gets an endpoint token (see `tokens`): its hash is part
+of the intent (`token.sha256`); the token itself goes only to the machine,
+in its user_data (`##user_data_token##`) and its environment
+(`VACAGENT_TOKEN`).  With an endpoint, the machine is also given the URLs
+of its features and joboutputs; without one, the local paths.
+
 A failed create stops creation of that machinetype for the rest of the
 cycle.  Capacity, quota and permanent errors put the machinetype into
 backoff; a temporary error (timeout, 5xx) does not, and its record is kept
@@ -20,9 +26,10 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from vacagent import __version__, backoff, errors, features, userdata
+from vacagent import __version__, backoff, errors, features, tokens, userdata
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
+from vacagent.endpoint.paths import machine_urls
 from vacagent.fetch import Fetcher
 from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
 from vacagent.report import Reporter
@@ -49,6 +56,7 @@ class Actuator:
     store: SpaceStore
     fetcher: Fetcher
     reporter: Reporter
+    endpoint_url: str | None = None  # base URL of the endpoint machines report to; None: local paths
     manager_hostname: str = field(default_factory=socket.getfqdn)
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
 
@@ -94,6 +102,8 @@ class Actuator:
         machinetype's feedback state, which a failure may have changed."""
         name = self.names(machinetype.name)
         try:
+            token = tokens.new(self.space, name)
+            urls = machine_urls(self.endpoint_url, self.space, name) if self.endpoint_url else {}
             template = userdata.load_template(machinetype, self.fetcher, now)
             values = {
                 "space": self.space,
@@ -101,10 +111,18 @@ class Actuator:
                 "machine_hostname": name,
                 "manager_hostname": self.manager_hostname,
                 "manager_version": f"vacagent {__version__}",
+                **{f"{kind}_url": url for kind, url in urls.items()},
+                "token": token,
                 **userdata.substitutions(machinetype, self.fetcher, now),
                 **(extra_values or {}),
             }
             rendered = userdata.render(template, values)
+            size, limit = len(rendered.encode("utf-8")), self.backend.max_user_data_bytes
+            if size > limit:
+                raise errors.ConfigError(
+                    f"{machinetype.source}: machinetype {machinetype.name}: user_data: rendered to {size} bytes, "
+                    f"more than the backend of space {self.space} accepts ({limit} bytes)"
+                )
         except errors.ConfigError as e:
             self.reporter.create_failed(self.space, machinetype.name, name, e, True)
             return None, backoff.record_abort(feedback, machinetype, now, now, f"user_data: {e}")
@@ -116,12 +134,11 @@ class Actuator:
             processors=machinetype.processors,
             created=now,
         )
-        directory = self.store.write_intent(record, features.features(machinetype, now))
-        environment = {
-            "MACHINEFEATURES": str(directory / "machinefeatures"),
-            "JOBFEATURES": str(directory / "jobfeatures"),
-            "JOBOUTPUTS": str(directory / "joboutputs"),
-        }
+        files = {**features.features(machinetype, now), tokens.HASH_FILE: tokens.digest(token) + "\n"}
+        directory = self.store.write_intent(record, files)
+        where = urls or {kind: str(directory / kind) for kind in ("machinefeatures", "jobfeatures", "joboutputs")}
+        environment = {kind.upper(): location for kind, location in where.items()}
+        environment["VACAGENT_TOKEN"] = token
         request = CreateRequest(name, machinetype, rendered, environment, log_path=directory / "console.log")
         try:
             machine = self.backend.create_machine(request)

@@ -13,6 +13,7 @@ docs/configuration.md; a commented example: etc/vacagent.example.yaml.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,6 +51,33 @@ class SpaceSettings:
 
 
 @dataclass(frozen=True)
+class EndpointSettings:
+    """The HTTP endpoint machines read their features from and report to."""
+
+    listen: str = "127.0.0.1"  # address to bind; 0.0.0.0 or :: for every interface
+    port: int = 8450  # 0: any free port (tests)
+    public_url: str | None = None  # base URL machines use; default scheme://listen:port
+    tls_cert: str | None = None  # PEM certificate chain; with tls_key, the endpoint speaks HTTPS
+    tls_key: str | None = None
+    max_message_bytes: int = 4096  # cap on a PUT of shutdown_message or the heartbeat file
+    max_file_bytes: int = 1 << 20  # cap on a PUT of any other joboutputs file (logs)
+    max_joboutputs_bytes: int = 16 << 20  # cap on all of one machine's joboutputs together
+    config_file: str = ""
+
+    def base_url(self, port: int | None = None) -> str | None:
+        """The URL machines are given; `port` is the one actually bound (None: as configured)."""
+        if self.public_url:
+            return self.public_url
+        port = self.port if port is None else port
+        if port == 0:
+            return None  # known only once the server has bound a port
+        host = self.listen if self.listen not in ("0.0.0.0", "::") else socket.getfqdn()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{port}"
+
+
+@dataclass(frozen=True)
 class Settings:
     site: str
     state_dir: Path
@@ -59,6 +87,7 @@ class Settings:
     decisions_max_bytes: int = 10_000_000
     log_level: str = "info"
     files: tuple[str, ...] = ()
+    endpoint: EndpointSettings | None = None  # None: no endpoint; machines get local paths
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -152,6 +181,34 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     )
 
 
+def _endpoint(raw: Mapping[str, Any], path: Path) -> EndpointSettings:
+    tls = {}
+    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if key in raw and other not in raw:
+            raise ConfigError(f"{path}: endpoint.{other}: required with endpoint.{key} (HTTPS needs both)")
+        if key in raw:
+            location = resolve_location(raw[key], path.parent)
+            if not os.access(location, os.R_OK):
+                raise ConfigError(f"{path}: endpoint.{key}: {location}: cannot read")
+            tls[key] = location
+    settings = EndpointSettings(
+        listen=raw.get("listen", EndpointSettings.listen),
+        port=raw.get("port", EndpointSettings.port),
+        public_url=raw["public_url"].rstrip("/") if "public_url" in raw else None,
+        max_message_bytes=raw.get("max_message_bytes", EndpointSettings.max_message_bytes),
+        max_file_bytes=raw.get("max_file_bytes", EndpointSettings.max_file_bytes),
+        max_joboutputs_bytes=raw.get("max_joboutputs_bytes", EndpointSettings.max_joboutputs_bytes),
+        config_file=str(path),
+        **tls,
+    )
+    if settings.max_file_bytes > settings.max_joboutputs_bytes:
+        raise ConfigError(
+            f"{path}: endpoint.max_file_bytes: {settings.max_file_bytes} is more than "
+            f"endpoint.max_joboutputs_bytes {settings.max_joboutputs_bytes}"
+        )
+    return settings
+
+
 def load(main: Path | str | None = None) -> Settings:
     """Load and validate the whole configuration, or raise ConfigError naming every problem found."""
     main = Path(main) if main is not None else Path(os.environ.get("VACAGENT_CONFIG", DEFAULT_CONFIG))
@@ -188,6 +245,12 @@ def load(main: Path | str | None = None) -> Settings:
         problems.append(f"{main}: site: required (a short name for this deployment, e.g. lab.example.org)")
     if not spaces and not problems:
         problems.append(f"{main}: spaces: no spaces defined: nothing to run")
+    endpoint = None
+    if "endpoint" in merged:
+        try:
+            endpoint = _endpoint(merged["endpoint"], origin["endpoint"])
+        except ConfigError as e:
+            problems.append(str(e))
     if problems:
         raise ConfigError("\n".join(problems))
     state_dir = merged.get("state_dir")
@@ -200,4 +263,5 @@ def load(main: Path | str | None = None) -> Settings:
         decisions_max_bytes=int(merged.get("decisions_max_bytes", 10_000_000)),
         log_level=merged.get("log_level", "info"),
         files=tuple(str(p) for p in files),
+        endpoint=endpoint,
     )

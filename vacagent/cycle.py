@@ -30,6 +30,7 @@ from vacagent.fetch import Fetcher
 from vacagent.model import MachineState, MachineType, MachineView, iso
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
+from vacagent.state import uptime
 from vacagent.state.store import SpaceStore
 
 STALE_DEFINITION = (
@@ -69,8 +70,9 @@ class Space:
 
 
 def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: Clock | None = None,
-          backend: Backend | None = None) -> Space:
-    """Build a space's runtime; `backend` may be given (tests, simulator) instead of the configured one."""
+          backend: Backend | None = None, endpoint_url: str | None = None) -> Space:
+    """Build a space's runtime; `backend` may be given (tests, simulator) instead of the configured one;
+    `endpoint_url` is the running endpoint's (default: as configured)."""
     context = BackendContext(settings.site, space.name, settings.state_dir, space.options, clock or SystemClock())
     store = SpaceStore(settings.state_dir, space.name, settings.site)
     actuator = Actuator(
@@ -80,6 +82,7 @@ def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: C
         store=store,
         fetcher=Fetcher(settings.state_dir / "cache"),
         reporter=reporter,
+        endpoint_url=endpoint_url or (settings.endpoint.base_url() if settings.endpoint else None),
     )
     return Space(space, actuator, settings.finished_retention_days, settings.decisions_max_bytes)
 
@@ -144,6 +147,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         store.write_intent(record)
         space.actuator.reporter.machine_adopted(space.name, record)
 
+    endpoint_up_since = uptime.up_since(store.state_dir)
     views = []
     records = {}
     for pair in rec.pairs:
@@ -168,6 +172,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 heartbeat_at=outputs.heartbeat_at,
                 deleting_since=record.deleting_since,
                 outcome_recorded=record.outcome is not None,
+                endpoint_up_since=endpoint_up_since,
             )
         )
 

@@ -8,19 +8,27 @@ thread handles signals and the systemd watchdog:
   exits 0 (machines keep running; a restarted daemon finds them again).
 - SIGHUP: reload the configuration; if it is invalid, keep the running one
   and say why.  Spaces finish their current cycle before the switch.
+
+With an `endpoint` section, the daemon also runs the machines' HTTP
+endpoint (`endpoint.server`, its own thread and event loop) and serves
+Prometheus metrics there; it starts before the first cycle (machines
+created are told its URL) and stops after the last.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from vacagent import config, cycle, logs, notify
 from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings
+from vacagent.endpoint.server import EndpointServer
 from vacagent.errors import ConfigError
-from vacagent.report import LogReporter, Reporter
+from vacagent.metrics import Metrics, MetricsReporter
+from vacagent.report import Reporter
 
 log = logs.get("vacagent.daemon")
 
@@ -55,7 +63,9 @@ class Daemon:
     def __init__(self, config_path: Path | None, clock: Clock | None = None, reporter: Reporter | None = None):
         self.config_path = config_path
         self.clock = clock or SystemClock()
-        self.reporter = reporter or LogReporter()
+        self.metrics = Metrics()
+        self.reporter = reporter or MetricsReporter(self.metrics, self.clock)
+        self.endpoint: EndpointServer | None = None
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()
@@ -63,8 +73,23 @@ class Daemon:
     def _build(self, settings: Settings) -> list[cycle.Space]:
         return [cycle.build(settings, s, self.reporter, self.clock) for s in settings.spaces.values()]
 
+    def _serve(self, settings: Settings) -> None:
+        """Start, restart or stop the endpoint to match `settings`; ConfigError if it cannot listen."""
+        running = self.endpoint
+        if running and (running.settings, running.state_dir) == (settings.endpoint, settings.state_dir):
+            return
+        if running:
+            running.stop()
+            self.endpoint = None
+        if settings.endpoint:
+            server = EndpointServer(settings.endpoint, settings.state_dir, self.clock, self.metrics)
+            server.start()
+            self.endpoint = server
+
     def _launch(self, spaces: list[cycle.Space], settings: Settings) -> tuple[list[SpaceLoop], threading.Event]:
         stop = threading.Event()
+        for space in spaces:  # machines are told the URL of the endpoint actually running (port 0: its port)
+            space.actuator.endpoint_url = self.endpoint.public_url if self.endpoint else None
         loops = [SpaceLoop(space, settings.cycle_seconds, self.clock, stop) for space in spaces]
         for loop in loops:
             loop.start()
@@ -86,14 +111,18 @@ class Daemon:
         self.wake.set()
 
     def run(self) -> int:
+        # Handlers first: a signal during start-up is honoured once the loop runs.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
         try:
             settings = config.load(self.config_path)
+            self._serve(settings)
             loops, stop = self._launch(self._build(settings), settings)
         except ConfigError as e:
             log.error("configuration invalid, not starting", detail=str(e))
+            if self.endpoint:
+                self.endpoint.stop()
             return 2
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
         notify.notify("READY=1", f"STATUS=running {len(loops)} space(s)")
         watchdog = notify.watchdog_seconds()
         tick = min(watchdog / 2, 5.0) if watchdog else 5.0
@@ -108,6 +137,8 @@ class Daemon:
         notify.notify("STOPPING=1", "STATUS=finishing current cycles")
         log.info("stopping: finishing current cycles")
         self._stop(loops, stop)
+        if self.endpoint:
+            self.endpoint.stop()
         log.info("stopped")
         return 0
 
@@ -121,6 +152,14 @@ class Daemon:
             notify.notify("READY=1")
             return loops, stop
         self._stop(loops, stop)
+        previous = self.endpoint.settings if self.endpoint else None
+        for endpoint in (settings.endpoint, previous, None):
+            try:
+                settings = replace(settings, endpoint=endpoint)
+                self._serve(settings)
+                break
+            except ConfigError as e:
+                log.error("endpoint cannot start, trying the previous configuration (or none)", detail=str(e))
         result = self._launch(spaces, settings)
         log.info("configuration reloaded", files=",".join(settings.files))
         notify.notify("READY=1", f"STATUS=running {len(spaces)} space(s)")

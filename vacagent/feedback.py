@@ -11,6 +11,10 @@ arguments.  The rules, in the order they apply:
 5. heartbeat configured, machine past `fizzle_seconds`, heartbeat older than
    `heartbeat_seconds` (or missing, when heartbeat_seconds is 0)
                                                          -> `700 Heartbeat not updated`
+   Heartbeats are counted from no earlier than the view's
+   `endpoint_up_since`, when the endpoint that takes them last came up: a
+   machine is never blamed for heartbeats the endpoint was not there to take
+   (Vac does the same).
 
 An *abort* is a machine that ended with a code 300-699, or that ran less than
 `fizzle_seconds` whatever its code.  A machine's own shutdown message always
@@ -123,6 +127,8 @@ def assess(
     if machinetype.heartbeat_file and passed_fizzle:
         if machinetype.heartbeat_seconds > 0:
             last = view.heartbeat_at if view.heartbeat_at is not None else view.started
+            if view.endpoint_up_since is not None and (last is None or last < view.endpoint_up_since):
+                last = view.endpoint_up_since
             stale = last is None or now - last > machinetype.heartbeat_seconds
         else:
             stale = view.heartbeat_at is None  # Vcycle: 0 means the file must only exist

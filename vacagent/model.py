@@ -170,6 +170,7 @@ class MachineView:
     heartbeat_at: float | None = None
     deleting_since: float | None = None
     outcome_recorded: bool = False
+    endpoint_up_since: float | None = None  # when the endpoint taking its heartbeats last came up
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,22 @@ SPACE_SCHEMA: dict[str, Any] = {
     },
 }
 
+# The HTTP endpoint machines report to (vacagent.endpoint); no section, no endpoint.
+ENDPOINT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "listen": {"type": "string", "minLength": 1},
+        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "public_url": {"type": "string", "pattern": r"^https?://[^/?#\s]+(/[^?#\s]*)?$"},
+        "tls_cert": {"type": "string", "minLength": 1},
+        "tls_key": {"type": "string", "minLength": 1},
+        "max_message_bytes": _positive,
+        "max_file_bytes": _positive,
+        "max_joboutputs_bytes": _positive,
+    },
+}
+
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -131,6 +147,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "finished_retention_days": {"type": "number", "minimum": 0},
         "decisions_max_bytes": _positive,
         "log_level": {"enum": ["debug", "info", "warning", "error"]},
+        "endpoint": ENDPOINT_SCHEMA,
         "spaces": {
             "type": "object",
             "propertyNames": {"pattern": NAME},

@@ -11,6 +11,9 @@
   counts as success.  Deletion may complete later: the machine is closed
   when it is no longer listed.
 
+`max_user_data_bytes` is the largest rendered user_data the backend accepts
+(the cloud's own limit); a larger one is refused before anything is created.
+
 `requests_made` counts API requests (listing pages + mutations) so that
 benchmarks can check a cycle costs O(pages), never O(machines).
 """
@@ -41,12 +44,15 @@ class CreateRequest:
     name: str
     machinetype: MachineType
     user_data: str  # rendered; for the local backend, the script the machine runs
-    environment: Mapping[str, str] = field(default_factory=dict)  # MACHINEFEATURES, JOBOUTPUTS, ...
+    # MACHINEFEATURES, JOBFEATURES, JOBOUTPUTS, VACAGENT_TOKEN: for backends that set a
+    # machine's environment (local processes, pods); VMs get the same through user_data.
+    environment: Mapping[str, str] = field(default_factory=dict)
     log_path: Path | None = None  # where a backend that captures console output writes it
 
 
 class Backend(Protocol):
     requests_made: int
+    max_user_data_bytes: int
 
     def list_machines(self) -> list[Machine]:
         """All machines of this site in this space."""

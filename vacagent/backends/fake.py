@@ -38,6 +38,7 @@ class FakeBackend:
         self.boot_seconds = float(options.get("boot_seconds", 0))
         self.delete_seconds = float(options.get("delete_seconds", 0))
         self.page_size = int(options.get("page_size", 500))
+        self.max_user_data_bytes = int(options.get("max_user_data_bytes", 1 << 20))
         self.machines: dict[str, FakeMachine] = {}
         self.calls: list[tuple[str, str]] = []  # (method, machine name or "")
         self.requests_made = 0

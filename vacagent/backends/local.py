@@ -13,8 +13,9 @@ recycled pid is never mistaken for the machine and is never signalled.
 A small shell wrapper writes `exit_status` when the script ends.
 
 Deletion sends SIGTERM to the group, then SIGKILL once
-`terminate_grace_seconds` (option, default 10) have passed; the machine is
-gone from the listing once its processes are.
+`terminate_grace_seconds` (option, default 10) have passed (at the next
+listing or deletion call); the machine is gone from the listing once every
+process of its group is.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ from vacagent.state.atomic import read_json, write_json
 
 # Waits until the daemon has recorded the process (so that a daemon killed
 # between spawn and record never leaves an unlisted machine running: the
-# wrapper gives up after 10 s), runs the machine's script in work/, then
-# records its exit status atomically.
+# wrapper gives up after 2 s), runs the machine's script in work/, then
+# records its exit status atomically.  The wrapper survives SIGTERM (a
+# trap; its children still get the default action), so the group leader
+# lives exactly as long as the machine's script; a SIGTERM that arrives
+# before the script starts means it never starts.
 WRAPPER = (
-    'i=0; while [ ! -e process.json ]; do i=$((i+1)); [ "$i" -gt 200 ] && exit 111; sleep 0.05; done; '
-    'cd work || exit 112; rc=0; "$@" || rc=$?; '
+    "term=; trap term=1 TERM; "
+    'i=0; while [ ! -e process.json ]; do i=$((i+1)); [ "$i" -gt 40 ] && exit 111; sleep 0.05; done; '
+    '[ -n "$term" ] && exit 143; cd work || exit 112; rc=0; "$@" || rc=$?; '
     'echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
 )
 ABANDONED_SECONDS = 60  # a directory with no process.json this old was never launched
@@ -73,6 +78,8 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 class LocalBackend:
+    max_user_data_bytes = 1 << 20  # a script on local disk: generous, but no runaway template
+
     def __init__(self, context: BackendContext):
         self.context = context
         self.root = context.state_dir / "local" / context.space
@@ -84,17 +91,33 @@ class LocalBackend:
 
     # -- identity --------------------------------------------------------
 
-    def _alive(self, info: dict) -> bool:
+    def _status(self, info: dict) -> tuple[bool, bool]:
+        """(script alive, any process of the machine's group alive).
+
+        A pid now held by another process (other start time, or another boot)
+        is neither: it is never signalled.  The group id cannot be reused
+        while any member of the group lives, so once the leader has exited
+        `killpg(pid, 0)` still finds the machine's leftover processes.
+        """
         if info.get("boot_id") != self._boot_id:
-            return False  # the host rebooted: that pid is someone else now
-        child = self._children.get(info["pid"])
+            return False, False
+        pid = info["pid"]
+        child = self._children.get(pid)
         if child is not None and child.poll() is not None:
-            del self._children[info["pid"]]  # reaped: no zombie left behind
-        stat = _proc_stat(info["pid"])
-        return stat is not None and stat[1] == info["start_ticks"] and stat[0] != "Z"
+            del self._children[pid]  # reaped: no zombie left behind
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] != info["start_ticks"]:
+            return False, False
+        if stat is not None and stat[0] != "Z":
+            return True, True
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False, False
+        return False, True
 
     def _signal(self, info: dict, sig: int) -> None:
-        if self._alive(info):
+        if self._status(info)[1]:
             try:
                 os.killpg(info["pid"], sig)
             except ProcessLookupError:
@@ -180,7 +203,7 @@ class LocalBackend:
         if info is None:
             shutil.rmtree(directory, ignore_errors=True)
             return
-        if not self._alive(info):
+        if not self._status(info)[1]:
             shutil.rmtree(directory, ignore_errors=True)
             return
         now = self.context.clock.now()
@@ -212,20 +235,26 @@ class LocalBackend:
 
     def _to_machine(self, directory: Path, info: dict) -> Machine | None:
         """Translate one native record; None once a deleted machine's processes are gone."""
-        alive = self._alive(info)
+        script_alive, group_alive = self._status(info)
         deleting = "terminate_requested_at" in info
-        if not alive and deleting:
+        if not group_alive and deleting:
             shutil.rmtree(directory, ignore_errors=True)
             return None
+        if deleting and self.context.clock.now() - info["terminate_requested_at"] >= self.grace:
+            self._signal(info, signal.SIGKILL)  # finish the deletion, as a cloud would
         stopped_at = None
-        if not alive:
+        if not script_alive:
             try:
                 stopped_at = (directory / "exit_status").stat().st_mtime
             except FileNotFoundError:
                 stopped_at = None
-        if alive:
-            state = MachineState.DELETING if deleting else MachineState.RUNNING
+        if deleting:
+            state = MachineState.DELETING
+        elif script_alive:
+            state = MachineState.RUNNING
         else:
+            # Leftover background processes of a finished script are cleaned
+            # up by the deletion that a stopped machine gets.
             state = MachineState.STOPPED
         started_at = self._boot_time + info["start_ticks"] / _TICKS if info.get("boot_id") == self._boot_id else None
         return Machine(

@@ -28,6 +28,7 @@ class SimBackend:
         self.space = space
         self.epoch = epoch  # the cycle's clock is absolute; the lab counts from 0
         self.page_size = lab.spaces[space].page_size
+        self.max_user_data_bytes = 1 << 20  # simulated machines run no user_data: any fits
         self.requests_made = 0
         self.counts: Counter[str] = Counter()  # list (pages), create, delete, failed
         self._listed: dict[str, tuple[int, Machine]] = {}  # name -> (version, translation): most do not change

@@ -8,4 +8,5 @@ Layout (docs/architecture.md has the full reference):
     STATE/accounting/<yyyy-mm-dd>.jsonl                  one line per finished machine
     STATE/decisions/<space>.jsonl                        why each cycle did what it did
     STATE/cache/                                         fetched pipes and templates
+    STATE/endpoint.json                                  when the machine endpoint last came up
 """

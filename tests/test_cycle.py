@@ -1,0 +1,269 @@
+"""Whole cycles with the fake backend, a fake clock and a real state directory."""
+
+import json
+import os
+
+import pytest
+
+from vacagent import cycle
+from vacagent.backends.base import BackendContext, CreateRequest
+from vacagent.backends.fake import FakeBackend
+from vacagent.clock import FakeClock
+from vacagent.config import Settings, SpaceSettings
+from vacagent.errors import QuotaExceeded, Temporary
+from vacagent.model import MachineState, SpaceLimits
+from vacagent.report import Reporter
+
+from conftest import T0, mt
+
+
+class Lab:
+    """One space 's' with a fake cloud; `cycle()` runs the real cycle at the fake time."""
+
+    def __init__(self, tmp_path, machinetypes=None, processors_limit=10, budget=None, boot_seconds=30,
+                 delete_seconds=0, **limits):
+        self.tmp = tmp_path
+        self.clock = FakeClock(T0)
+        script = tmp_path / "user_data.sh"
+        script.write_text("#!/bin/sh\necho ##user_data_machinetype## on ##user_data_space## "
+                          "q=##user_data_option_queue## ##user_data_nonsense##\n")
+        default = {"a": {"user_data": str(script), "backoff_seconds": 100, "fizzle_seconds": 60,
+                         "max_wallclock_seconds": 5000, "user_data_option_queue": "qa"}}
+        self.space_settings = SpaceSettings(
+            name="s", backend="fake", options={"boot_seconds": boot_seconds, "delete_seconds": delete_seconds},
+            limits=SpaceLimits(processors_limit, creation_budget_processors=budget, **limits),
+            machinetypes=machinetypes if machinetypes is not None else default,
+            intent_grace_seconds=120, config_file=str(tmp_path / "vacagent.yaml"),
+        )
+        self.settings = Settings(site="site", state_dir=tmp_path / "state", spaces={"s": self.space_settings})
+        self.backend = FakeBackend(BackendContext("site", "s", self.settings.state_dir,
+                                                  self.space_settings.options, self.clock))
+        self.space = cycle.build(self.settings, self.space_settings, Reporter(), self.clock, backend=self.backend)
+
+    def cycle(self, advance=0):
+        self.clock.advance(advance)
+        return cycle.run_once(self.space, self.clock.now())
+
+    @property
+    def records(self):
+        return self.space.store.records()
+
+    def live(self, machinetype="a"):
+        return sorted(n for n, m in self.backend.machines.items() if m.machinetype == machinetype)
+
+    def stop_all(self, message="300 No more work available", machinetype="a"):
+        for name in self.live(machinetype):
+            self.backend.stop(name, message)
+
+    def accounting(self):
+        lines = []
+        for path in sorted((self.settings.state_dir / "accounting").glob("*.jsonl")):
+            lines += [json.loads(line) for line in path.read_text().splitlines()]
+        return lines
+
+
+def test_first_cycle_creates_within_budget_with_intent_on_disk(tmp_path):
+    lab = Lab(tmp_path, budget=3)
+    d = lab.cycle()
+    assert len(d["created"]["a"]) == 3
+    assert set(lab.records) == set(lab.live()) == set(d["created"]["a"])
+    for name, r in lab.records.items():
+        assert r.backend_id == f"fake-{name}" and r.processors == 1 and r.created == T0
+        assert (lab.space.store.machine_dir(name) / "jobfeatures" / "wall_limit_secs").read_text() == "5000\n"
+    assert "creation budget" in d["held"]["a"]
+    line = json.loads(lab.space.store.decisions_path.read_text().splitlines()[-1])
+    assert line["created"] == d["created"]
+
+
+def test_user_data_is_rendered(tmp_path):
+    lab = Lab(tmp_path, budget=1)
+    lab.cycle()
+    (m,) = lab.backend.machines.values()
+    assert m.user_data == "#!/bin/sh\necho a on s q=qa \n"
+
+
+def test_ramp_up_to_limit_then_hold(tmp_path):
+    lab = Lab(tmp_path, processors_limit=10, budget=4)
+    counts = [sum(len(v) for v in lab.cycle(60)["created"].values()) for _ in range(4)]
+    assert counts == [4, 4, 2, 0]
+    assert "processors_limit reached (10/10)" in json.loads(
+        lab.space.store.decisions_path.read_text().splitlines()[-1])["held"]["a"]
+
+
+def test_feedback_loop_fizzle_backoff_probe_reset(tmp_path):
+    lab = Lab(tmp_path, processors_limit=4, budget=4, boot_seconds=10)
+    lab.cycle()
+    lab.cycle(60)
+    assert all(r.state == "running" for r in lab.records.values())
+    # the queue runs dry: every machine stops with 300 after 200 s
+    lab.clock.advance(200)
+    lab.stop_all()
+    d = lab.cycle(1)
+    assert len(d["deleted"]) == 4 and d["created"] == {}
+    assert lab.space.store.feedback("a").consecutive_aborts == 1
+    assert d["held"]["a"].startswith("backoff until")
+    d = lab.cycle(60)  # the deleted machines are gone now: closed
+    assert len(d["closed"]) == 4 and lab.records == {}
+    assert [x["code"] for x in lab.accounting()] == [300] * 4
+    assert all(x["aborted"] for x in lab.accounting())
+    # backoff (100 s) over: exactly one probe
+    d = lab.cycle(60)
+    assert len(d["created"]["a"]) == 1 and "one probe" in d["held"]["a"]
+    (probe,) = lab.live()
+    d = lab.cycle(30)
+    assert d["created"] == {} and d["held"]["a"].startswith(f"probe {probe}")
+    # the probe finds nothing either: escalates to 200 s
+    lab.backend.stop(probe, "300 No more work available")
+    lab.cycle(5)
+    assert lab.space.store.feedback("a").consecutive_aborts == 2
+    lab.cycle(1)
+    d = lab.cycle(150)
+    assert d["created"] == {}
+    d = lab.cycle(60)
+    assert len(d["created"]["a"]) == 1
+    # this probe finds work: once it has run fizzle_seconds the backoff resets and creation opens
+    d = lab.cycle(80)
+    assert lab.space.store.feedback("a").consecutive_aborts == 0
+    assert len(d["created"]["a"]) == 3
+
+
+def test_quota_error_closes_record_backs_off_and_other_machinetypes_go_on(tmp_path, ):
+    script = tmp_path / "ud"
+    script.write_text("x")
+    types = {n: {"user_data": str(script), "backoff_seconds": 100} for n in ("a", "b")}
+    lab = Lab(tmp_path, machinetypes=types, budget=4)
+    lab.backend.fail_next("create", QuotaExceeded("quota exceeded for cores"))
+    d = lab.cycle()
+    assert d["create_failed"] == ["a"]
+    # the plan gave a and b two each; a's failure stops a for this cycle and
+    # its unused attempt is not handed to b (the budget was spent on trying)
+    assert lab.live("a") == [] and len(lab.live("b")) == 2
+    assert lab.space.store.feedback("a").consecutive_aborts == 1
+    (failed,) = [x for x in lab.accounting() if x["machinetype"] == "a"]
+    assert failed["shutdown_message"].startswith("700 Failed to start: quota exceeded")
+    assert set(lab.records) == set(lab.live("b"))
+
+
+def test_temporary_error_keeps_the_record_until_grace(tmp_path):
+    lab = Lab(tmp_path, budget=1)
+    lab.backend.fail_next("create", Temporary("timed out"))
+    d = lab.cycle()
+    assert d["create_failed"] == ["a"] and lab.live() == []
+    (name,) = lab.records
+    assert lab.space.store.feedback("a").consecutive_aborts == 0
+    d = lab.cycle(60)  # within intent_grace_seconds (120): counts as starting
+    assert name in lab.records
+    d = lab.cycle(61)
+    assert name in d["closed"]
+    (line,) = [x for x in lab.accounting() if x["machine"] == name]
+    assert line["shutdown_message"] == "700 Failed to start" and line["aborted"]
+
+
+def test_machine_created_without_record_is_adopted_not_duplicated(tmp_path):
+    lab = Lab(tmp_path, processors_limit=2, budget=2)
+    lab.backend.create_machine(CreateRequest("a-lost0001", mt("a"), ""))  # daemon died before recording
+    d = lab.cycle()
+    assert "a-lost0001" in lab.records and lab.records["a-lost0001"].adopted
+    assert len(d["created"].get("a", [])) == 1  # the adopted machine counts against the limit
+    assert len(lab.backend.machines) == 2
+
+
+def test_listing_failure_fails_the_cycle_and_changes_nothing(tmp_path):
+    lab = Lab(tmp_path, budget=2)
+    lab.cycle()
+    before = {n: r for n, r in lab.records.items()}
+    lab.backend.fail_next("list", Temporary("503 from the API"))
+    with pytest.raises(Temporary):
+        lab.cycle(60)
+    assert lab.records == before
+    assert len(lab.cycle(1)["created"]["a"]) == 2
+
+
+def test_delete_failure_is_retried(tmp_path):
+    lab = Lab(tmp_path, budget=1, processors_limit=1, delete_retry_seconds=60)
+    lab.cycle()
+    lab.cycle(60)
+    (name,) = lab.live()
+    lab.backend.stop(name, "200 done")
+    lab.backend.fail_next("delete", Temporary("busy"))
+    lab.cycle(5)
+    assert lab.records[name].deleting_since is not None and name in lab.backend.machines
+    lab.cycle(30)
+    assert name in lab.backend.machines  # not yet re-issued
+    lab.cycle(31)
+    assert name not in lab.backend.machines
+    assert name in lab.cycle(1)["closed"]
+
+
+def test_heartbeat_stale_machine_deleted_with_our_message(tmp_path):
+    script = tmp_path / "ud"
+    script.write_text("x")
+    types = {"a": {"user_data": str(script), "fizzle_seconds": 60, "heartbeat_file": "heartbeat",
+                   "heartbeat_seconds": 100}}
+    lab = Lab(tmp_path, machinetypes=types, budget=1, processors_limit=1, boot_seconds=0)
+    lab.cycle()
+    (name,) = lab.live()
+    hb = lab.space.store.machine_dir(name) / "joboutputs" / "heartbeat"
+    hb.write_text("")
+    os.utime(hb, (T0 + 50, T0 + 50))
+    lab.cycle(150)
+    assert lab.records[name].deleting_since is None
+    d = lab.cycle(1)  # heartbeat 101 s old
+    assert d["deleted"] == [{"machine": name, "reason": "700 Heartbeat not updated"}]
+    message = lab.space.store.machine_dir(name) / "joboutputs" / "shutdown_message"
+    assert message.read_text() == "700 Heartbeat not updated\n"
+
+
+def test_removed_machinetype_runs_on_but_creates_no_more(tmp_path):
+    lab = Lab(tmp_path, budget=2)
+    lab.cycle()
+    lab.space.settings = SpaceSettings(**{**lab.space_settings.__dict__, "machinetypes": {}})
+    d = lab.cycle(60)
+    assert d["created"] == {} and "not in the current configuration" in d["held"]["a"]
+    assert len(lab.live()) == 2 and d["deleted"] == []
+
+
+def test_invalid_definition_does_not_stop_the_others(tmp_path):
+    script = tmp_path / "ud"
+    script.write_text("x")
+    types = {"a": {"user_data": str(script)}, "b": {"user_data": str(script), "fizzle_seconds": "long"}}
+    lab = Lab(tmp_path, machinetypes=types, budget=4)
+    d = lab.cycle()
+    assert set(d["created"]) == {"a"}
+    assert "fizzle_seconds" in d["definition_errors"]["b"]
+
+
+def test_missing_user_data_backs_off_that_machinetype(tmp_path):
+    lab = Lab(tmp_path, machinetypes={"a": {"user_data": str(tmp_path / "missing.sh")}}, budget=2)
+    d = lab.cycle()
+    assert d["create_failed"] == ["a"] and lab.live() == [] and lab.records == {}
+    assert "cannot read" in lab.space.store.feedback("a").last_message
+
+
+def test_wallclock_exceeded(tmp_path):
+    lab = Lab(tmp_path, budget=1, processors_limit=1, boot_seconds=0)
+    lab.cycle()
+    (name,) = lab.live()
+    d = lab.cycle(5001)
+    assert d["deleted"] == [{"machine": name, "reason": "700 Exceeded max_wallclock_seconds"}]
+    d = lab.cycle(1)
+    (line,) = lab.accounting()
+    assert line["shutdown_message"] == "700 Exceeded max_wallclock_seconds" and not line["aborted"]
+
+
+def test_space_lock_keeps_two_cycles_apart(tmp_path):
+    lab = Lab(tmp_path)
+    import filelock
+
+    with filelock.FileLock(str(lab.space.store.root / "cycle.lock")):
+        with pytest.raises(cycle.SpaceBusy):
+            lab.cycle()
+
+
+def test_state_reported_by_backend(tmp_path):
+    lab = Lab(tmp_path, budget=1, boot_seconds=100)
+    lab.cycle()
+    (name,) = lab.live()
+    assert lab.records[name].state == MachineState.STARTING.value
+    lab.cycle(100)
+    assert lab.records[name].state == "running" and lab.records[name].started == T0 + 100

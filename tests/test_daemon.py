@@ -1,0 +1,140 @@
+"""The real daemon on the local backend: kill -9 at any point, SIGTERM, SIGHUP, sd_notify."""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from daemon_helpers import (
+    accounting, kill_site, open_records, processes_of_site, start, wait_for, write_site,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def site(request):
+    name = f"t{random.randrange(16**8):08x}.test"
+    yield name
+    kill_site(name)
+
+
+def test_kill_9_at_any_point_leaves_no_orphan_and_no_duplicate(tmp_path, site, vacagent_bin):
+    """SIGKILL the daemon at random moments of its cycles while machines churn
+    (created, stopping, deleted, closed), restart it each time; at the end
+    every process on the host that belongs to the site has an open record,
+    and the space never held more machines than its limit."""
+    # Machines outlive intent_grace_seconds, so a process whose record was
+    # wrongly closed (an orphan) is still there to be caught at the end.
+    config = write_site(tmp_path, site, processors_limit=4, budget=2, seconds="4", intent_grace=2)
+    state = tmp_path / "state"
+    rng = random.Random(7)
+    log = tmp_path / "daemon.log"
+    peak = 0
+    for _ in range(16):
+        daemon = start(vacagent_bin, config, log)
+        deadline = time.monotonic() + rng.uniform(0.1, 1.2)
+        while time.monotonic() < deadline:
+            peak = max(peak, len(processes_of_site(site)))
+            time.sleep(0.02)
+        daemon.kill()
+        daemon.wait()
+    # One last daemon runs long enough to adopt, close and settle everything.
+    daemon = start(vacagent_bin, config, log)
+    try:
+        time.sleep(3)
+        for _ in range(30):
+            live = processes_of_site(site)
+            peak = max(peak, len(live))
+            records = open_records(state)
+            assert set(live) <= records, f"orphans (running, no record): {set(live) - records}"
+            time.sleep(0.1)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    assert peak <= 4, f"the space held {peak} machines, limit 4"
+    finished = accounting(state)
+    names = [line["machine"] for line in finished]
+    assert len(names) == len(set(names)), "a machine was closed twice"
+    assert len(finished) >= 4  # it really churned
+    assert "Traceback" not in log.read_text()
+
+
+def test_sigterm_finishes_the_cycle_and_leaves_machines_running(tmp_path, site, vacagent_bin):
+    config = write_site(tmp_path, site, processors_limit=2, budget=2, seconds="600")
+    log = tmp_path / "daemon.log"
+    daemon = start(vacagent_bin, config, log)
+    wait_for(lambda: len(processes_of_site(site)) == 2)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=20) == 0
+    assert "stopped" in log.read_text()
+    before = processes_of_site(site)
+    assert len(before) == 2
+    # A new daemon finds them again: no new machine is needed, none is duplicated.
+    daemon = start(vacagent_bin, config, log)
+    try:
+        time.sleep(2)
+        assert set(processes_of_site(site)) == set(before)
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        assert daemon.wait(timeout=20) == 0
+
+
+def test_sighup_reloads_and_refuses_a_broken_configuration(tmp_path, site, vacagent_bin):
+    config = write_site(tmp_path, site, processors_limit=1, budget=1, seconds="600")
+    log = tmp_path / "daemon.log"
+    daemon = start(vacagent_bin, config, log)
+    try:
+        wait_for(lambda: len(processes_of_site(site)) == 1)
+        good = config.read_text()
+        config.write_text(good + "  nonsense: [\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text())
+        config.write_text(good.replace("processors_limit: 1", "processors_limit: 3"))
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text())
+        wait_for(lambda: len(processes_of_site(site)) == 3)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+
+
+def test_invalid_configuration_exits_2_with_the_reason(tmp_path, vacagent_bin):
+    config = tmp_path / "vacagent.yaml"
+    config.write_text("site: x\nspaces:\n  lab:\n    backend: local\n    max_machines: many\n")
+    result = subprocess.run([vacagent_bin, "run", "--config", str(config)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert f"{config}: spaces.lab.max_machines: 'many' is not of type 'integer'" in result.stderr
+
+
+def test_sd_notify_ready_watchdog_stopping(tmp_path, site, vacagent_bin):
+    path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(20)
+    config = write_site(tmp_path, site, processors_limit=1, seconds="600")
+    daemon = start(vacagent_bin, config, tmp_path / "daemon.log",
+                   env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    try:
+        received = []
+
+        def got(prefix):
+            while not any(m.startswith(prefix) for m in received):
+                received.extend(listener.recv(4096).decode().split("\n"))
+            return True
+
+        assert got("READY=1")
+        assert got("WATCHDOG=1")
+        daemon.send_signal(signal.SIGTERM)
+        assert got("STOPPING=1")
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        listener.close()
+        os.unlink(path)
