@@ -52,10 +52,12 @@ def start(vacagent_bin: str, config: Path, log: Path, env: dict | None = None) -
     )
 
 
-def processes_of_site(site: str) -> dict[str, list[int]]:
+def processes_of_site(site: str, scripts_only: bool = False) -> dict[str, list[int]]:
     """Machine name -> pids, found by the environment of every process on the host.
 
     This is independent of vacagent's own records: it is how we catch orphans.
+    With `scripts_only`, only machines whose script runs count: not a wrapper
+    still waiting for its record (it gives up after 2 s without running anything).
     """
     found: dict[str, list[int]] = {}
     for proc in Path("/proc").iterdir():
@@ -64,13 +66,17 @@ def processes_of_site(site: str) -> dict[str, list[int]]:
         try:
             env = (proc / "environ").read_bytes().split(b"\0")
             stat = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if stat[stat.rindex(")") + 2] == "Z":
             continue
-        if f"VACAGENT_SITE={site}".encode() in env:
-            name = next(e for e in env if e.startswith(b"VACAGENT_MACHINE=")).split(b"=", 1)[1].decode()
-            found.setdefault(name, []).append(int(proc.name))
+        if f"VACAGENT_SITE={site}".encode() not in env:
+            continue
+        if scripts_only and not (len(argv) > 1 and argv[1].endswith(b"/user_data")):
+            continue
+        name = next(e for e in env if e.startswith(b"VACAGENT_MACHINE=")).split(b"=", 1)[1].decode()
+        found.setdefault(name, []).append(int(proc.name))
     return found
 
 

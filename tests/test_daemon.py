@@ -39,7 +39,7 @@ def test_kill_9_at_any_point_leaves_no_orphan_and_no_duplicate(tmp_path, site, v
         daemon = start(vacagent_bin, config, log)
         deadline = time.monotonic() + rng.uniform(0.1, 1.2)
         while time.monotonic() < deadline:
-            peak = max(peak, len(processes_of_site(site)))
+            peak = max(peak, len(processes_of_site(site, scripts_only=True)))
             time.sleep(0.02)
         daemon.kill()
         daemon.wait()
@@ -48,15 +48,15 @@ def test_kill_9_at_any_point_leaves_no_orphan_and_no_duplicate(tmp_path, site, v
     try:
         time.sleep(3)
         for _ in range(30):
-            live = processes_of_site(site)
-            peak = max(peak, len(live))
+            live = processes_of_site(site)  # every process, waiting wrappers too: they are gone by now
+            peak = max(peak, len(processes_of_site(site, scripts_only=True)))
             records = open_records(state)
             assert set(live) <= records, f"orphans (running, no record): {set(live) - records}"
             time.sleep(0.1)
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=20) == 0
-    assert peak <= 4, f"the space held {peak} machines, limit 4"
+    assert 2 <= peak <= 4, f"the space held at most {peak} machines, limit 4"
     finished = accounting(state)
     names = [line["machine"] for line in finished]
     assert len(names) == len(set(names)), "a machine was closed twice"
