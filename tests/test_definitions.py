@@ -117,7 +117,7 @@ def test_pipe_target_share_is_split_by_the_pipes_own_shares(tmp_path):
 @pytest.mark.parametrize(
     "entries, fragment",
     [
-        ([{"suffix": "a"}, {"suffix": "a"}], "appears twice"),
+        ([{"suffix": "a"}, {"suffix": "a"}], "already in use"),
         ([{"backoff_seconds": 3}], "suffix: required"),
     ],
 )
@@ -248,3 +248,13 @@ def test_failed_fetch_without_cache_is_an_error(tmp_path, server):
 def test_plain_http_is_refused(tmp_path):
     r = resolve(tmp_path, space([PipeSettings(source="http://example.org/x.pipe", prefix="lab")]))
     assert "only https://" in r.errors["pipe lab"]
+
+
+def test_names_clashing_across_pipes(tmp_path):
+    one = pipe_file(tmp_path, [{"suffix": "b-c"}], name="one.pipe")
+    two = pipe_file(tmp_path, [{"suffix": "c"}, {"suffix": "d"}], name="two.pipe")
+    r = resolve(tmp_path, space([PipeSettings(source=one, prefix="a"), PipeSettings(source=two, prefix="a-b")]))
+    assert set(r.machinetypes) == {"a-b-c", "a-b-d"}
+    assert r.machinetypes["a-b-c"].source == one
+    (message,) = r.errors.values()
+    assert two in message and "already in use" in message

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vacagent import backoff, planner
+from vacagent import planner
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineState as S
 

@@ -134,21 +134,66 @@ def _relative_to(location: str, value: str) -> str:
     return resolve_location(value, Path(location).parent)
 
 
+@dataclass
+class _Entry:
+    """One machinetype being assembled: its definition and where each key came from."""
+
+    name: str
+    definition: dict[str, Any]
+    origins: dict[str, str]
+
+
+def _location_key(key: str) -> bool:
+    return key == "user_data" or key.startswith("user_data_file_")
+
+
+def _merge_pipe(pipe: PipeSettings, entries: list[dict], taken: set[str],
+                errors: dict[str, str]) -> list[_Entry]:
+    """The pipe's entries with the site's overrides applied, and its share split."""
+    merged: list[_Entry] = []
+    for i, entry in enumerate(entries):
+        suffix = entry.get("suffix")
+        if not isinstance(suffix, str) or not suffix:
+            errors[f"{pipe.prefix}-#{i}"] = f"{pipe.source}: machinetypes.{i}: suffix: required string is missing"
+            continue
+        name = f"{pipe.prefix}-{suffix}"
+        if name in taken:
+            errors[f"{name}#{i}"] = f"{pipe.source}: machinetype {name}: suffix: {suffix!r} gives a name already in use"
+            continue
+        taken.add(name)
+        definition = {k: _relative_to(pipe.source, v) if isinstance(v, str) and _location_key(k) else v
+                      for k, v in entry.items()}
+        origins = {k: pipe.source for k in definition}
+        for layer in (pipe.overrides, pipe.suffix_overrides.get(suffix, {})):
+            definition.update(layer)
+            origins.update({k: pipe.config_file for k in layer})
+        merged.append(_Entry(name, definition, origins))
+    if pipe.target_share is not None:
+        shares = [e.definition.get("target_share", 1.0) for e in merged]
+        total = sum(s for s in shares if isinstance(s, (int, float)) and s > 0)
+        for e, share in zip(merged, shares, strict=True):
+            if isinstance(share, (int, float)) and total > 0:
+                e.definition["target_share"] = pipe.target_share * max(share, 0) / total
+                e.origins["target_share"] = pipe.config_file
+    return merged
+
+
 def resolve_space(space: SpaceSettings, fetcher: Fetcher, now: float) -> Resolved:
     machinetypes: dict[str, MachineType] = {}
     definitions: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     warnings: list[str] = []
+    taken: set[str] = set()
 
-    def add(name: str, definition: dict[str, Any], origins: dict[str, str]) -> None:
-        for key in definition:
+    def add(e: _Entry) -> None:
+        for key in e.definition:
             if not _known(key):
-                warnings.append(f"{origins.get(key, '?')}: machinetype {name}: {key}: unknown key, ignored")
+                warnings.append(f"{e.origins.get(key, '?')}: machinetype {e.name}: {key}: unknown key, ignored")
         try:
-            machinetypes[name] = build(name, definition, origins)
-            definitions[name] = definition
-        except ConfigError as e:
-            errors[name] = str(e)
+            machinetypes[e.name] = build(e.name, e.definition, e.origins)
+            definitions[e.name] = e.definition
+        except ConfigError as error:
+            errors[e.name] = str(error)
 
     for pipe in space.pipes:
         try:
@@ -158,43 +203,18 @@ def resolve_space(space: SpaceSettings, fetcher: Fetcher, now: float) -> Resolve
             continue
         warnings.extend(pipe_warnings)
         fetcher.remember_max_age(pipe.source, cache_seconds)
-        merged_entries: list[tuple[str, dict[str, Any], dict[str, str]]] = []
-        for i, entry in enumerate(entries):
-            suffix = entry.get("suffix")
-            if not isinstance(suffix, str) or not suffix:
-                errors[f"{pipe.prefix}-#{i}"] = f"{pipe.source}: machinetypes.{i}: suffix: required string is missing"
-                continue
-            name = f"{pipe.prefix}-{suffix}"
-            if name in definitions or name in errors or any(n == name for n, _, _ in merged_entries):
-                errors[f"{name}#{i}"] = f"{pipe.source}: machinetype {name}: suffix: {suffix!r} appears twice in the pipe"
-                continue
-            definition = {
-                k: (_relative_to(pipe.source, v) if isinstance(v, str) and (k == "user_data" or k.startswith("user_data_file_")) else v)
-                for k, v in entry.items()
-            }
-            origins = {k: pipe.source for k in definition}
-            for layer in (pipe.overrides, pipe.suffix_overrides.get(suffix, {})):
-                definition.update(layer)
-                origins.update({k: pipe.config_file for k in layer})
-            merged_entries.append((name, definition, origins))
-        if pipe.target_share is not None:
-            shares = [d.get("target_share", 1.0) for _, d, _ in merged_entries]
-            total = sum(s for s in shares if isinstance(s, (int, float)) and s > 0)
-            for (name, definition, origins), share in zip(merged_entries, shares):
-                if isinstance(share, (int, float)) and total > 0:
-                    definition["target_share"] = pipe.target_share * max(share, 0) / total
-                    origins["target_share"] = pipe.config_file
-        for name, definition, origins in merged_entries:
-            add(name, definition, origins)
-        unknown_suffixes = set(pipe.suffix_overrides) - {d.get("suffix") for _, d, _ in merged_entries}
-        for suffix in sorted(unknown_suffixes):
+        merged = _merge_pipe(pipe, entries, taken, errors)
+        for entry in merged:
+            add(entry)
+        suffixes = {e.definition.get("suffix") for e in merged}
+        for suffix in sorted(set(pipe.suffix_overrides) - suffixes):
             warnings.append(f"{pipe.config_file}: suffix_overrides.{suffix}: the pipe {pipe.source} has no such suffix")
 
     for name, inline in space.machinetypes.items():
-        if name in machinetypes or name in errors:
+        if name in taken:
             errors[name] = f"{space.config_file}: spaces.{space.name}.machinetypes.{name}: also defined by a pipe"
             machinetypes.pop(name, None)
             continue
-        add(name, dict(inline), {k: space.config_file for k in inline})
+        add(_Entry(name, dict(inline), {k: space.config_file for k in inline}))
 
     return Resolved(machinetypes, definitions, errors, tuple(warnings))

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 
 from vacagent import backoff
 from vacagent.backoff import FeedbackState, Gate
-from vacagent.feedback import Assessment, Verdict, assess
+from vacagent.feedback import Assessment, assess
 from vacagent.model import (
     Close,
     Create,
