@@ -27,7 +27,7 @@ from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import ConfigError
 from vacagent.fetch import Fetcher
-from vacagent.model import MachineState, MachineType, MachineView, iso
+from vacagent.model import STATE_VALUE, MachineState, MachineType, MachineView, iso
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
 from vacagent.state import uptime
@@ -197,9 +197,6 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     return record
 
 
-_STATE_VALUE = {state: state.value for state in MachineState}  # .value is slow, and read per machine
-
-
 def _decision_record(space, now, views, decision, done, definition_errors, feedback) -> dict[str, Any]:
     per_mt: dict[str, dict[str, int]] = {}
     gone = MachineState.GONE
@@ -209,7 +206,7 @@ def _decision_record(space, now, views, decision, done, definition_errors, feedb
         counts = per_mt.setdefault(view.machinetype, {"machines": 0, "processors": 0})
         counts["machines"] += 1
         counts["processors"] += view.processors
-        value = _STATE_VALUE[view.state]
+        value = STATE_VALUE[view.state]
         counts[value] = counts.get(value, 0) + 1
     return {
         "time": now,

@@ -39,6 +39,10 @@ class MachineState(enum.Enum):
         return self in (MachineState.STOPPED, MachineState.FAILED)
 
 
+# MachineState -> its value, for per-machine loops (enum's .value is a slow property).
+STATE_VALUE = {state: state.value for state in MachineState}
+
+
 @dataclass(frozen=True)
 class ShutdownMessage:
     """A vacuum shutdown message: `"NNN free text"`.

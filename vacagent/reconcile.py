@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, NamedTuple
 
-from vacagent.model import Machine, MachineRecord, MachineState
+from vacagent.model import STATE_VALUE, Machine, MachineRecord, MachineState
 
 
 class Pair(NamedTuple):  # one per machine per cycle: a tuple is three times cheaper to build than a frozen dataclass
@@ -33,14 +33,11 @@ class Reconciled:
     adopted: tuple[MachineRecord, ...]  # new records to create
 
 
-_STATE_VALUE = {state: state.value for state in MachineState}  # .value is slow, and read per machine
-
-
 def _observe(record: MachineRecord, machine: Machine, now: float) -> MachineRecord:
     if (
         record.listed
         and record.started is not None
-        and record.state == _STATE_VALUE[machine.state]
+        and record.state == STATE_VALUE[machine.state]
         and (not machine.backend_id or machine.backend_id == record.backend_id)
     ):
         return record  # nothing to learn: the common case, and `replace` is slow at 50,000 machines

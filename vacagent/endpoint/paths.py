@@ -16,10 +16,11 @@ import re
 from dataclasses import dataclass
 
 from vacagent.model import NAME_RE
+from vacagent.schema import SAFE_FILE
 
 PREFIX = "/machines/"
 KINDS = {"machinefeatures": "GET", "jobfeatures": "GET", "joboutputs": "PUT"}
-FILE_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$")
+FILE_RE = re.compile(SAFE_FILE)  # the same rule as a definition's heartbeat_file
 MAX_TARGET = 512  # longer than any valid path: /machines/ + 63 + 63 + 15 + 64 + slashes
 
 
