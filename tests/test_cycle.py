@@ -15,6 +15,7 @@ from vacagent.model import MachineState, SpaceLimits
 from vacagent.report import Reporter
 
 from conftest import T0, mt
+from daemon_helpers import accounting
 
 
 class Lab:
@@ -56,10 +57,7 @@ class Lab:
             self.backend.stop(name, message)
 
     def accounting(self):
-        lines = []
-        for path in sorted((self.settings.state_dir / "accounting").glob("*.jsonl")):
-            lines += [json.loads(line) for line in path.read_text().splitlines()]
-        return lines
+        return accounting(self.settings.state_dir)
 
 
 def test_first_cycle_creates_within_budget_with_intent_on_disk(tmp_path):

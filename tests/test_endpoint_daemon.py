@@ -8,10 +8,11 @@ import json
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
+
+from daemon_helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +42,6 @@ def healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def wait_for(condition, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not reached within {seconds}s")
 
 
 def test_port_in_use_stops_the_daemon_with_a_clear_error(tmp_path, vacagent_bin):

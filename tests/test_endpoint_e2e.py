@@ -24,6 +24,7 @@ from vacagent.report import Reporter
 from vacagent.state.store import SpaceStore
 
 from conftest import REPO
+from daemon_helpers import accounting
 
 pytestmark = pytest.mark.slow
 CLOCK = SystemClock()
@@ -113,10 +114,6 @@ def until(condition, seconds: float, step: float = 0.2, each=None):
             return value
         time.sleep(step)
     raise AssertionError(f"not reached within {seconds}s")
-
-
-def accounting(state: Path) -> list[dict]:
-    return [json.loads(line) for path in state.glob("accounting/*.jsonl") for line in path.read_text().splitlines()]
 
 
 def test_stale_heartbeat_through_the_endpoint_gets_the_machine_deleted(tmp_path):

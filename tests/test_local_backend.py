@@ -12,6 +12,7 @@ from vacagent.model import MachineState, MachineType
 from vacagent.state.atomic import read_json, write_json
 
 from backends import kill_local_machines
+from daemon_helpers import wait_for
 
 MT = MachineType(name="mt")
 
@@ -21,13 +22,6 @@ def backend(tmp_path):
     b = LocalBackend(BackendContext("site", "s", tmp_path, {"terminate_grace_seconds": 1}, SystemClock()))
     yield b
     kill_local_machines(tmp_path)
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def state(backend, name):
