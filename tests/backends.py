@@ -1,8 +1,25 @@
-"""Drivers that let one contract suite run against every backend.
+"""Drivers that let one conformance suite (test_conformance.py) run against every backend.
 
-Each driver builds a backend on a fresh space, makes create requests for
+A driver builds a backend on a fresh space, makes create requests for
 machines that run until deleted or exit by themselves, and waits for the
 backend to show a condition (real backends need real time to act).
+
+A new backend passes the suite by adding one driver class to DRIVERS.  Every
+driver has: `name`, `backend`, `request(name)`, `let_exit(name)`,
+`wait(predicate)`, `other(site, space)` (a backend on another site or space
+of the same cloud) and `cleanup()`.  Optional abilities, each of which adds
+that driver to the tests that need it (never a skip):
+
+- `PAGE_SIZE` and `populate(n)`: put n of this site's machines into the
+  space cheaply (through the cloud or its emulator); the suite checks that
+  listing them costs ceil(n / PAGE_SIZE) requests.
+- `STATES` ({native state id: MachineState}) and `force_state(name, native)`:
+  put a created machine into that native state; the suite checks the listing
+  maps it.
+- `ERRORS` ({case id: (operation, expected error type or None for success)})
+  and `inject(operation, case)`: make the next `operation` ("create" or
+  "delete") fail the way the cloud does for that case; the suite checks the
+  backend raises the expected typed error (or succeeds).
 """
 
 from __future__ import annotations
@@ -16,7 +33,8 @@ from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.backends.fake import FakeBackend
 from vacagent.backends.local import LocalBackend
 from vacagent.clock import FakeClock, SystemClock
-from vacagent.model import MachineType
+from vacagent.errors import CapacityExhausted, NotFound, Permanent, QuotaExceeded, Temporary
+from vacagent.model import MachineState, MachineType
 from vacagent.state.atomic import read_json
 
 from conftest import T0
@@ -26,11 +44,37 @@ MT = MachineType(name="mt", processors=2)
 
 class FakeDriver:
     name = "fake"
+    PAGE_SIZE = 100
+    STATES = {"running": MachineState.RUNNING, "stopped": MachineState.STOPPED, "failed": MachineState.FAILED}
+    # The fake's errors are already typed: its cases check only that they reach the caller as they are.
+    ERRORS = {
+        "capacity": ("create", CapacityExhausted),
+        "quota": ("create", QuotaExceeded),
+        "temporary": ("create", Temporary),
+        "permanent": ("create", Permanent),
+        "gone": ("delete", None),
+    }
+    _RAISE = {"capacity": CapacityExhausted, "quota": QuotaExceeded, "temporary": Temporary,
+              "permanent": Permanent, "gone": NotFound}
 
     def __init__(self, tmp_path: Path, site: str = "site", space: str = "s"):
         self.clock = FakeClock(T0)
-        self.context = BackendContext(site, space, tmp_path, {"boot_seconds": 5}, self.clock)
+        options = {"boot_seconds": 5, "page_size": self.PAGE_SIZE}
+        self.context = BackendContext(site, space, tmp_path, options, self.clock)
         self.backend = FakeBackend(self.context)
+
+    def populate(self, n: int) -> None:
+        for i in range(n):
+            self.backend.create_machine(self.request(f"mt-p{i:05d}"))
+
+    def force_state(self, name: str, native: str) -> None:
+        self.clock.advance(10)
+        self.backend.list_machines()  # boots it
+        if native != "running":
+            self.backend.stop(name, None, failed=native == "failed")
+
+    def inject(self, operation: str, case: str) -> None:
+        self.backend.fail_next(operation, self._RAISE[case](f"injected {case}"))
 
     def other(self, site: str, space: str):
         # A fake cloud is one process's memory: another space is another fake.
@@ -54,6 +98,8 @@ class FakeDriver:
 
 class LocalDriver:
     name = "local"
+    # A local machine is running while its script runs, stopped once it exits.
+    STATES = {"running": MachineState.RUNNING, "exited": MachineState.STOPPED}
 
     def __init__(self, tmp_path: Path, site: str = "site", space: str = "s"):
         self.tmp = tmp_path
@@ -70,6 +116,14 @@ class LocalDriver:
 
     def let_exit(self, name: str) -> None:
         (self.backend.root / name / "work" / "stop").touch()
+
+    def force_state(self, name: str, native: str) -> None:
+        self.wait(lambda: any(m.name == name and m.state is MachineState.RUNNING
+                              for m in self.backend.list_machines()))
+        if native == "exited":
+            self.let_exit(name)
+            self.wait(lambda: any(m.name == name and m.state is MachineState.STOPPED
+                                  for m in self.backend.list_machines()))
 
     def wait(self, predicate, timeout: float = 10.0):
         deadline = time.monotonic() + timeout

@@ -1,4 +1,11 @@
-"""The Backend protocol's contract, run against every backend (DESIGN.md §3)."""
+"""The backend conformance suite: the Backend protocol (DESIGN.md §3), run against every backend.
+
+Each backend takes part through one driver in tests/backends.py; its
+optional abilities (paged listing, native states, native errors) add it to
+the tests below that need them, so no test is ever skipped for a backend.
+"""
+
+import math
 
 import pytest
 
@@ -7,11 +14,19 @@ from vacagent.model import MachineState
 from backends import DRIVERS
 
 
+def _cases(attribute):
+    return [pytest.param(d, case, id=f"{d.name}-{case}") for d in DRIVERS for case in getattr(d, attribute, {})]
+
+
+def _make(cls, request, tmp_path):
+    d = cls(tmp_path)
+    request.addfinalizer(d.cleanup)
+    return d
+
+
 @pytest.fixture(params=DRIVERS, ids=lambda d: d.name)
 def driver(request, tmp_path):
-    d = request.param(tmp_path)
-    yield d
-    d.cleanup()
+    return _make(request.param, request, tmp_path)
 
 
 def listed(driver):
@@ -23,6 +38,7 @@ def test_created_machine_is_listed_with_its_machinetype(driver):
     assert m.name == "mt-0001" and m.machinetype == "mt" and m.processors == 2 and m.backend_id
     machine = driver.wait(lambda: listed(driver).get("mt-0001"))
     assert machine.state in (MachineState.STARTING, MachineState.RUNNING)
+    assert machine.machinetype == "mt"
     running = driver.wait(lambda: listed(driver)["mt-0001"].state is MachineState.RUNNING)
     assert running
 
@@ -61,3 +77,36 @@ def test_requests_are_counted(driver):
     driver.backend.list_machines()
     driver.backend.create_machine(driver.request("mt-0006"))
     assert driver.backend.requests_made == before + 2
+
+
+@pytest.mark.parametrize("cls", [d for d in DRIVERS if hasattr(d, "populate")], ids=lambda d: d.name)
+def test_listing_is_paged_never_per_machine(cls, request, tmp_path):
+    driver = _make(cls, request, tmp_path)
+    driver.populate(1200)
+    before = driver.backend.requests_made
+    machines = driver.backend.list_machines()
+    assert len(machines) == 1200 and len({m.name for m in machines}) == 1200
+    assert driver.backend.requests_made - before == math.ceil(1200 / cls.PAGE_SIZE)
+
+
+@pytest.mark.parametrize("cls,native", _cases("STATES"))
+def test_native_states_are_mapped(cls, native, request, tmp_path):
+    driver = _make(cls, request, tmp_path)
+    driver.backend.create_machine(driver.request("mt-0007"))
+    driver.force_state("mt-0007", native)
+    assert listed(driver)["mt-0007"].state is cls.STATES[native]
+
+
+@pytest.mark.parametrize("cls,case", _cases("ERRORS"))
+def test_native_errors_are_mapped(cls, case, request, tmp_path):
+    driver = _make(cls, request, tmp_path)
+    operation, expected = cls.ERRORS[case]
+    machine = driver.backend.create_machine(driver.request("mt-0008")) if operation == "delete" else None
+    driver.inject(operation, case)
+    call = (lambda: driver.backend.delete_machine(machine)) if machine else (
+        lambda: driver.backend.create_machine(driver.request("mt-0009")))
+    if expected is None:
+        call()
+    else:
+        with pytest.raises(expected):
+            call()
