@@ -3,7 +3,7 @@
 import pytest
 
 from vacagent.feedback import Verdict, assess, is_abort
-from vacagent.model import MachineState as S
+from vacagent.model import Cause, MachineState as S
 
 from conftest import T0, limits, mt, view
 
@@ -111,3 +111,26 @@ def test_passed_fizzle_boundary():
 def test_pod_termination_message_counts_as_shutdown_message():
     v = view(state=S.STOPPED, stopped=T0 + 300, shutdown_message="500 No network")
     assert assess(v, MT, LIM, T0 + 301).outcome.code == 500
+
+
+@pytest.mark.parametrize(
+    "desc, v, message, aborted, cause",
+    [
+        ("reclaimed early, no message: 100, not an abort",
+         view(state=S.STOPPED, stopped=T0 + 10, cause=Cause.RECLAIMED), "100 Shutdown as requested by the VM's host/hypervisor",
+         False, "reclaimed"),
+        ("reclaimed before it ran: 100, not failed to start",
+         view(state=S.FAILED, started=None, cause=Cause.RECLAIMED), "100 Shutdown as requested by the VM's host/hypervisor",
+         False, "reclaimed"),
+        ("reclaimed, but its own 300 still says the queue was empty",
+         view(state=S.STOPPED, stopped=T0 + 10, cause=Cause.RECLAIMED, shutdown_message="300 No more work"),
+         "300 No more work", True, "reclaimed"),
+        ("no room after acceptance: an abort, cause kept",
+         view(state=S.FAILED, started=None, cause=Cause.CAPACITY), "700 Failed to start", True, "capacity"),
+        ("no cause: as before", view(state=S.STOPPED, stopped=T0 + 10), "", True, None),
+    ],
+)
+def test_platform_cause_decides_whom_an_end_is_charged_to(desc, v, message, aborted, cause):
+    a = assess(v, MT, LIM, T0 + 20)
+    assert a.verdict is Verdict.FINISHED
+    assert (a.outcome.message, a.outcome.aborted, a.outcome.cause) == (message, aborted, cause), desc

@@ -173,6 +173,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 deleting_since=record.deleting_since,
                 outcome_recorded=record.outcome is not None,
                 endpoint_up_since=endpoint_up_since,
+                cause=machine.cause if machine is not None else None,
             )
         )
 

@@ -17,7 +17,12 @@ arguments.  The rules, in the order they apply:
    (Vac does the same).
 
 An *abort* is a machine that ended with a code 300-699, or that ran less than
-`fizzle_seconds` whatever its code.  A machine's own shutdown message always
+`fizzle_seconds` whatever its code, unless the platform says it reclaimed the
+machine (spot reclaim, preemption, eviction: `Cause.RECLAIMED`): its short
+run is never the project's abort, and it reads `100` when the machine left
+no message (a 3xx-6xx message of its own still counts).
+An end the platform puts down to capacity or quota is an abort (the
+machinetype backs off), with the cause kept in the outcome.  A machine's own shutdown message always
 stands: vacagent's message is used only when the machine left none.
 
 Neighbours: `planner` turns assessments into a Plan; `backoff` turns aborts
@@ -31,6 +36,8 @@ from dataclasses import dataclass
 
 from vacagent.model import (
     EXCEEDED_WALLCLOCK,
+    RECLAIMED_BY_HOST,
+    Cause,
     FAILED_TO_START,
     HEARTBEAT_STALE,
     MACHINETYPE_GONE,
@@ -86,15 +93,21 @@ def assess(
     own = ShutdownMessage.parse(view.shutdown_message) if view.shutdown_message else None
     fizzle = machinetype.fizzle_seconds if machinetype else 0
 
+    reclaimed = view.cause is Cause.RECLAIMED
+
     def end(verdict: Verdict, ran: float, ours: ShutdownMessage | None, reason: str, at: float) -> Assessment:
+        if reclaimed and (ours is None or ours is FAILED_TO_START):
+            ours = RECLAIMED_BY_HOST
         standing = own or ours
         outcome = Outcome(
             message=str(standing) if standing else "",
             code=standing.code if standing else None,
             ran_seconds=round(ran, 3),
-            aborted=is_abort(standing.code if standing else None, ran, fizzle),
+            # A reclaimed machine is never blamed for its short run; only its own 3xx-6xx still counts.
+            aborted=is_abort(standing.code if standing else None, ran, 0 if reclaimed else fizzle),
             reason=reason,
             at=at,
+            cause=view.cause.value if view.cause is not None else None,
         )
         return Assessment(verdict, ran, ours=None if own else ours, outcome=outcome)
 

@@ -39,6 +39,18 @@ class MachineState(enum.Enum):
         return self in (MachineState.STOPPED, MachineState.FAILED)
 
 
+class Cause(enum.Enum):
+    """Why the platform ended a machine, when it says so: it decides whom the end is charged to.
+
+    Backends set it on a listed `Machine`; `feedback` carries it into the
+    machine's `Outcome` (and so into accounting).
+    """
+
+    RECLAIMED = "reclaimed"  # spot reclaim, preemption, eviction: the lab's doing, never the project's abort
+    CAPACITY = "capacity"  # the cloud had no room for it after accepting it (No valid host, unschedulable)
+    QUOTA = "quota"  # the project's quota refused it after accepting it (Nova's late re-check)
+
+
 # MachineState -> its value, for per-machine loops (enum's .value is a slow property).
 STATE_VALUE = {state: state.value for state in MachineState}
 
@@ -71,6 +83,7 @@ class ShutdownMessage:
 
 
 FAILED_TO_START = ShutdownMessage(700, "Failed to start")
+RECLAIMED_BY_HOST = ShutdownMessage(100, "Shutdown as requested by the VM's host/hypervisor")
 EXCEEDED_WALLCLOCK = ShutdownMessage(700, "Exceeded max_wallclock_seconds")
 HEARTBEAT_STALE = ShutdownMessage(700, "Heartbeat not updated")
 MACHINETYPE_GONE = ShutdownMessage(700, "Machinetype no longer configured")
@@ -125,6 +138,7 @@ class Machine:
     started_at: float | None = None  # when it began running, if the backend knows
     stopped_at: float | None = None  # when it stopped, if the backend knows
     message: str | None = None  # a shutdown message the platform carries (pod termination message)
+    cause: Cause | None = None  # the platform's reason it ended, when it gives one
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,7 @@ class Outcome:
     aborted: bool
     reason: str  # why vacagent deleted it, or "stopped" / "gone"
     at: float
+    cause: str | None = None  # Cause.value when the platform ended it for a reason of its own
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,7 @@ class MachineView:
     deleting_since: float | None = None
     outcome_recorded: bool = False
     endpoint_up_since: float | None = None  # when the endpoint taking its heartbeats last came up
+    cause: Cause | None = None  # from the backend listing
 
 
 @dataclass(frozen=True)

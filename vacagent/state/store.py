@@ -242,6 +242,7 @@ class SpaceStore:
             "code": outcome.code,
             "aborted": outcome.aborted,
             "reason": outcome.reason,
+            "cause": outcome.cause,
         }
         append_line(self.state_dir / "accounting" / f"{day(now)}.jsonl", line)
         return line
