@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,3 +42,15 @@ def vacagent_bin() -> str:
     exe = Path(sys.executable).parent / "vacagent"
     assert exe.exists(), "vacagent is not installed in this environment (pip install -e .)"
     return str(exe)
+
+
+# .ci/run sets this: there, a test whose service (OpenStack, FUSE, tmpfs, ...) cannot be
+# brought up fails instead of skipping, so CI never passes by testing nothing.
+REQUIRE_SERVICES = os.environ.get("VACAGENT_REQUIRE_SERVICES") == "1"
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip (on a developer's machine) or fail (in CI) a test whose service cannot run here."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (VACAGENT_REQUIRE_SERVICES=1: a service test may not skip here)")
+    pytest.skip(reason)
