@@ -153,8 +153,11 @@ class Actuator:
                 message = str(ShutdownMessage(700, f"Failed to start: {e}"))[:200]
                 self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now)
                 feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
-            # Otherwise the machine may exist after all: reconcile adopts it
-            # or closes the record after intent_grace_seconds.
+            else:
+                # The machine may exist after all: reconcile adopts it or closes the
+                # record after intent_grace_seconds.  The backend answered: no longer
+                # "intent", so a machine that never appears is the failure to start it is.
+                self.store.save(replace(record, state=MachineState.UNKNOWN.value))
             return None, feedback
         crashpoints.reached("after_create")
         record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
