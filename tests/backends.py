@@ -187,6 +187,8 @@ class KubernetesDriver:
         "deleting": MachineState.DELETING,
         "unknown": MachineState.UNKNOWN,
     }
+    OURS = {"app.kubernetes.io/managed-by": "vacagent", "vacagent.io/site": "site", "vacagent.io/space": "s",
+            "vacagent.io/machinetype": "mt", "vacagent.io/processors": "2"}  # the labels of this site's "mt" pods
     WAITING = {"image-pull-backoff": "ImagePullBackOff", "err-image-pull": "ErrImagePull",
                "create-container-config-error": "CreateContainerConfigError", "invalid-image-name": "InvalidImageName"}
     ERRORS = {
@@ -231,10 +233,8 @@ class KubernetesDriver:
                 "spec": {"containers": [{"name": "worker", "image": "busybox"}], "restartPolicy": "Never"}}
 
     def populate(self, n: int) -> None:
-        labels = {"app.kubernetes.io/managed-by": "vacagent", "vacagent.io/site": "site", "vacagent.io/space": "s",
-                  "vacagent.io/machinetype": "mt", "vacagent.io/processors": "2"}
         for i in range(n):
-            self.emulator.put("pods", self.NS, self._pod(f"mt-p{i:05d}", labels))
+            self.emulator.put("pods", self.NS, self._pod(f"mt-p{i:05d}", self.OURS))
             self.emulator.run(self.NS, f"mt-p{i:05d}")
 
     def force_state(self, name: str, native: str) -> None:
@@ -268,9 +268,7 @@ class KubernetesDriver:
                 e.disrupt(ns, name)
 
     def inject(self, operation: str, case: str) -> None:
-        kube, e, name = self.kube, self.emulator, "mt-0009"
-        ours = {"app.kubernetes.io/managed-by": "vacagent", "vacagent.io/site": "site", "vacagent.io/space": "s",
-                "vacagent.io/machinetype": "mt", "vacagent.io/processors": "2"}
+        kube, e, name, ours = self.kube, self.emulator, "mt-0009", self.OURS
         injected = {
             "throttled": ("POST", "pods", kube.ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
                                                         headers={"Retry-After": "7"})),

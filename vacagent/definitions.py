@@ -82,7 +82,8 @@ def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str], 
     """
 
     def fail(key: str, reason: str) -> ConfigError:
-        return ConfigError(f"{origins.get(key, '?')}: machinetype {name}: {key}: {reason}")
+        where = origins.get(key) or origins.get("suffix") or next(iter(origins.values()), "?")  # a missing key: its entry's file
+        return ConfigError(f"{where}: machinetype {name}: {key}: {reason}")
 
     if not NAME_RE.match(name):
         raise fail("suffix", f"machinetype name {name!r} must be lowercase letters, digits and hyphens (max 63)")

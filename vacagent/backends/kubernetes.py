@@ -108,7 +108,7 @@ class KubernetesBackend:
         self.requests_made += 1
         try:
             response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-            return json.loads(response.data or b"{}")
+            data = response.data
         except kubernetes.client.ApiException as e:
             if e.status in tolerate:
                 return None
@@ -116,6 +116,12 @@ class KubernetesBackend:
             raise classify(e.status or 0, e.body, headers.get("Retry-After"), doing, self.where) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise Temporary(f"{doing}: {self.where}: no answer from the API server: {e}") from None
+        except ValueError as e:  # the client checks a request against the API's schema before sending it
+            raise Permanent(f"{doing}: {self.where}: not a valid request: {' '.join(str(e).split())[:300]}") from None
+        try:
+            return json.loads(data or b"{}")
+        except ValueError as e:
+            raise Temporary(f"{doing}: {self.where}: the API server's answer is not JSON: {e}") from None
 
     def _list_all(self, kind: str, method: Callable[..., Any]) -> list[dict[str, Any]]:
         """Every item of one label-selected listing, page by page; a 410 (continue token
