@@ -224,11 +224,18 @@ class KubeEmulator:
             return True
 
     def start_pending(self, ns: str) -> list[str]:
-        """The kubelet's round: start every pod not yet looked at; the names of those now running."""
+        """The kubelet's round: start every pending pod that is scheduled or new, and not stuck on
+        its image (as a kubelet retries a missing volume); the names of those now running."""
+        def startable(pod: dict) -> bool:
+            status = pod["status"]
+            waiting = [c["state"]["waiting"].get("reason") for c in status.get("containerStatuses", [])
+                       if "waiting" in c["state"]]
+            unscheduled = any(c["type"] == "PodScheduled" and c["status"] == "False" for c in status.get("conditions", []))
+            return (status.get("phase") == "Pending" and "deletionTimestamp" not in pod["metadata"]
+                    and not unscheduled and all(reason == "ContainerCreating" for reason in waiting))
+
         with self.lock:
-            fresh = [name for (space, name), pod in self.objects["pods"].items() if space == ns
-                     and pod["status"].get("phase") == "Pending" and not pod["status"].get("conditions")
-                     and "deletionTimestamp" not in pod["metadata"]]
+            fresh = [name for (space, name), pod in self.objects["pods"].items() if space == ns and startable(pod)]
             return [name for name in fresh if self.run(ns, name)]
 
     def wait_container(self, ns: str, name: str, reason: str, message: str = "") -> None:
