@@ -198,8 +198,10 @@ class KubeEmulator:
 
     def _container(self, pod: dict, state: dict, **extra: Any) -> list[dict]:
         containers = pod["spec"]["containers"]
-        return [{"name": c["name"], "image": c.get("image", ""), "ready": "running" in state,
-                 "restartCount": 0, "state": state, **extra} for c in containers]
+        pulled = "waiting" not in state
+        return [{"name": c["name"], "image": c.get("image", ""), "imageID": f"{c.get('image', '')}@sha256:0" if pulled
+                 else "", "ready": "running" in state, "started": "running" in state, "restartCount": 0,
+                 "lastState": {}, "state": state, **extra} for c in containers]
 
     def secrets_present(self, ns: str, name: str) -> bool:
         pod = self.objects["pods"][(ns, name)]
@@ -298,7 +300,7 @@ class KubeEmulator:
         self._bump(obj)
         self.objects[resource][(ns, md["name"])] = obj
         if resource == "secrets":
-            self._collect_garbage()
+            self._collect_garbage([obj])
         return obj
 
     def _delete_pod(self, pod: dict) -> None:
@@ -319,14 +321,14 @@ class KubeEmulator:
         if done:
             self._collect_garbage()
 
-    def _collect_garbage(self) -> None:
-        """The garbage collector: a dependent whose Pod owner no longer exists goes."""
+    def _collect_garbage(self, candidates: list[dict] | None = None) -> None:
+        """The garbage collector: a dependent (of `candidates`, default all) whose Pod owner no longer exists goes."""
         uids = {pod["metadata"]["uid"] for pod in self.objects["pods"].values()}
         secrets = self.objects["secrets"]
-        for key in [k for k, s in secrets.items()
-                    if any(o.get("kind") == "Pod" and o.get("uid") not in uids
-                           for o in s["metadata"].get("ownerReferences", []))]:
-            del secrets[key]
+        for secret in list(secrets.values()) if candidates is None else candidates:
+            md = secret["metadata"]
+            if any(o.get("kind") == "Pod" and o.get("uid") not in uids for o in md.get("ownerReferences", [])):
+                del secrets[(md["namespace"], md["name"])]
 
     # -- admission -------------------------------------------------------
 

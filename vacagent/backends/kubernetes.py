@@ -28,7 +28,8 @@ import json
 import os
 from typing import Any, Callable
 
-import kubernetes
+import kubernetes.client
+import kubernetes.config
 import urllib3
 
 from vacagent.backends import kubernetes_pods as pods
