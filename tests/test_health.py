@@ -1,6 +1,7 @@
 """`vacagent health` on state directories written by scripted runs with known figures, and its verdict."""
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -122,3 +123,21 @@ def test_health_command(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["compared_with"]["week"] == W1 and report["verdict"]["comparable"] is False
     assert cli.main(["health", "--state-dir", state, "--week", "soon"]) == 2
+
+
+def test_decision_records_carry_heartbeat_lateness(tmp_path):
+    (tmp_path / "ud").write_text("#!/bin/sh\n")
+    mts = {"a": {"user_data": str(tmp_path / "ud"), "fizzle_seconds": 60, "heartbeat_file": "heartbeat",
+                 "heartbeat_seconds": 300}}
+    lab = Lab(tmp_path, machinetypes=mts, processors_limit=2, budget=2)
+    lab.cycle()
+    fresh, stale = lab.live()
+    for name, at in ((fresh, T0 + 200), (stale, T0 + 30)):
+        beat = lab.space.store.machine_dir(name) / "joboutputs" / "heartbeat"
+        beat.write_text("")
+        os.utime(beat, (at, at))
+    decision = lab.cycle(250)  # T0+250: both running since T0+30, past fizzle; ages 50 and 220
+    assert decision["heartbeats"] == {"a": {"machines": 2, "late": 0, "max_age": 220}}
+    decision = lab.cycle(100)  # T0+350: ages 150 and 320 (> 300: late, and deleted for it)
+    assert decision["heartbeats"] == {"a": {"machines": 2, "late": 1, "max_age": 320}}
+    assert decision["deleted"] == [{"machine": stale, "reason": "700 Heartbeat not updated"}]
