@@ -30,6 +30,7 @@ from vacagent import __version__, backoff, crashpoints, errors, features, tokens
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
+from vacagent.feedback import with_own_message
 from vacagent.fetch import Fetcher
 from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
 from vacagent.report import Reporter
@@ -62,8 +63,10 @@ class Actuator:
 
     def close(self, record: MachineRecord, outcome: Outcome | None, now: float,
               machinetype: MachineType | None = None) -> dict[str, Any]:
+        fizzle = machinetype.fizzle_seconds if machinetype else 0.0
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
-        line = self.store.close(record, final, now, machinetype.fizzle_seconds if machinetype else 0.0)
+        final = with_own_message(final, self.store.outputs(record.name, None).shutdown_message, fizzle)
+        line = self.store.close(record, final, now, fizzle)
         self.reporter.machine_closed(self.space, line)
         return line
 
