@@ -41,6 +41,8 @@ from vacagent.model import MachineRecord, Outcome
 from vacagent.state.atomic import append_line, read_json, write_json, write_text
 
 SHUTDOWN_MESSAGE = "shutdown_message"
+JOBS_STARTED = "jobs_started"  # reserved joboutputs names: docs/machine-protocol.md
+DEMAND = "demand"
 STAMP = "records.stamp"
 
 
@@ -55,6 +57,22 @@ class Outputs:
     shutdown_message: str | None = None
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
+    jobs_started: int | None = None  # None: no (readable) report
+    demand: int | None = None
+    demand_at: float | None = None
+
+
+def _count(path: str) -> tuple[int | None, float | None]:
+    """A joboutputs file holding one integer >= 0: (value, mtime); (None, None) if absent or not a count."""
+    try:
+        with open(path, "rb") as f:
+            at = os.fstat(f.fileno()).st_mtime
+            text = f.read(32).split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    if len(text) != 1 or not text[0].isdigit():
+        return None, None
+    return int(text[0]), at
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(MachineRecord))
@@ -183,7 +201,8 @@ class SpaceStore:
         self._cached(record)
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
-        """The machine's shutdown message and heartbeat time (file modification times)."""
+        """The machine's shutdown message, heartbeat time (file modification times) and its
+        `jobs_started` and `demand` counts (a file that is not one integer counts as absent)."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
         message = message_at = heartbeat_at = None
         try:
@@ -197,7 +216,9 @@ class SpaceStore:
                 heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
             except FileNotFoundError:
                 pass
-        return Outputs(message, message_at, heartbeat_at)
+        jobs_started, _ = _count(directory + JOBS_STARTED)
+        demand, demand_at = _count(directory + DEMAND)
+        return Outputs(message, message_at, heartbeat_at, jobs_started, demand, demand_at)
 
     def write_shutdown_message(self, name: str, message: str) -> bool:
         """Leave our message for a machine we end, unless it left its own.  True if written."""
