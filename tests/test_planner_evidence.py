@@ -180,11 +180,11 @@ def test_machines_still_looking_hold_creation_and_end_the_ramp():
     d = planner.plan(limits(100), mts(A), [looking, busy], ramping(8), NOW)
     assert created(d) == {}
     assert d.plan.held["a"].startswith("looking: 1 machine(s)")
-    assert d.feedback["a"].ramp == 0
+    assert d.feedback["a"].ramp == 1  # the ramp starts again from one machine
 
 
 @pytest.mark.parametrize(
-    "extra, creates",
+    "extra, creates",  # one machine when nothing is looking: a reporting machinetype ramps from one
     [
         (dict(jobs_started=0), False),
         (dict(jobs_started=0, shutdown_message="300 No more work available", shutdown_message_at=NOW - 5), True),
@@ -206,22 +206,23 @@ def reporter(demand, at, **kw):
 
 
 @pytest.mark.parametrize(
-    "demand, at, starting, made",
+    "demand, at, starting, budget, made",
     [
-        (5, NOW - 30, 0, 5),
-        (5, NOW - 30, 2, 3),    # machines starting will take two of them
-        (0, NOW - 30, 0, 0),
-        (5, NOW - planner.DEMAND_FRESH_SECONDS - 1, 0, 10),  # stale: ignored, the budget decides
-        (500, NOW - 30, 0, 10),  # a bound, never a reason to pass the budget
+        (5, NOW - 30, 0, None, 5),
+        (5, NOW - 30, 2, None, 3),    # machines starting will take two of them
+        (0, NOW - 30, 0, None, 0),
+        (5, NOW - planner.DEMAND_FRESH_SECONDS - 1, 0, None, 1),  # stale: ignored, the ramp decides
+        (500, NOW - 30, 0, 10, 10),   # a bound, never a reason to pass a configured budget
+        (500, NOW - 30, 0, None, 99),  # nor the limits
     ],
 )
-def test_a_fresh_demand_hint_bounds_creation(demand, at, starting, made):
+def test_a_fresh_demand_hint_bounds_creation(demand, at, starting, budget, made):
     views = [reporter(demand, at)] + [machine(name=f"a-s{i}", created_at=NOW - 30, started=None,
                                               state=S.STARTING) for i in range(starting)]
-    d = planner.plan(limits(100), mts(A), views, {}, NOW)
+    d = planner.plan(limits(100, creation_budget_processors=budget), mts(A), views, {}, NOW)
     assert created(d).get("a", 0) == made
-    if made < 10:
-        assert d.plan.held["a"].startswith("demand:")
+    if made < 6:
+        assert d.plan.held["a"].startswith(("demand:", "ramp:"))
 
 
 @pytest.mark.parametrize("kind, made", [(Kind.EMPTY_QUEUE, 4), (Kind.FAILURE, 0), (Kind.NO_START, 0)])

@@ -118,7 +118,7 @@ def plan(
     current = {**feedback, **states}
     creates, ramps = _creations(limits, machinetypes, views, current, now, held)
     for name, ramp in ramps.items():
-        states[name] = replace(current[name], ramp=ramp)
+        states[name] = replace(current.get(name, FeedbackState()), ramp=ramp)
     return Decision(
         Plan(tuple(creates), life.deletes, life.closes, held),
         states,
@@ -195,6 +195,7 @@ def _creations(
     starting: dict[str, int] = defaultdict(int)
     starting_machines: dict[str, int] = defaultdict(int)
     looking: dict[str, int] = defaultdict(int)
+    reporting: set[str] = set()  # machinetypes with a live machine that reports jobs_started
     hints: dict[str, tuple[float, int, str]] = {}  # freshest demand report: (at, jobs waiting, machine)
     for v in live:
         in_use[v.machinetype] += v.processors
@@ -203,6 +204,8 @@ def _creations(
             starting_machines[v.machinetype] += 1
         elif v.jobs_started == 0 and v.state is running_state and v.shutdown_message is None:
             looking[v.machinetype] += 1
+        if v.jobs_started is not None:
+            reporting.add(v.machinetype)
         if v.demand_at is not None and now - v.demand_at <= DEMAND_FRESH_SECONDS:
             best = hints.get(v.machinetype)
             if best is None or v.demand_at > best[0]:
@@ -234,8 +237,8 @@ def _creations(
                 f"looking: {looking[name]} machine(s) up and still looking for work (jobs_started 0); "
                 "no more until they find some or stop"
             )
-            if state.ramp:
-                ramps[name] = 0  # the queue is drained: the ramp ends
+            if state.ramp > 1:
+                ramps[name] = 1  # the queue is drained: the ramp starts again from one machine
             continue
         if need is not None and need <= 0:
             held[name] = (
@@ -255,12 +258,12 @@ def _creations(
                 )
                 continue
             allowance[name] = 1
-        elif state.ramp:
-            allowance[name] = state.ramp
+        elif state.ramp or name in reporting:
+            allowance[name] = max(1, state.ramp)
         else:
             allowance[name] = None
-        if need is not None:
-            allowance[name] = need if allowance[name] is None else min(need, allowance[name])
+        if need is not None:  # the project's own count beats the ramp's guess, and bounds a probe
+            allowance[name] = min(need, allowance[name]) if g is Gate.PROBE else need
 
     budget = limits.budget
     created: dict[str, int] = defaultdict(int)
@@ -273,7 +276,7 @@ def _creations(
             state = feedback.get(mt.name, FeedbackState())
             if backoff.gate(state, now) is Gate.PROBE:
                 return "one probe created after backoff; more once it reports a job started or runs fizzle_seconds"
-            if state.ramp and limit == state.ramp:
+            if mt.name not in hints and (state.ramp or mt.name in reporting):
                 return f"ramp: {limit} machine(s) this cycle, twice as many next cycle while they find work"
             return f"demand: no more machines than the {limit} job(s) waiting need"
         if space_processors + mt.processors > limits.processors_limit:
@@ -284,7 +287,8 @@ def _creations(
             return f"machinetype processors_limit reached ({in_use[mt.name]}/{mt.processors_limit})"
         if mt.max_starting_processors is not None and starting[mt.name] + mt.processors > mt.max_starting_processors:
             return f"max_starting_processors reached ({starting[mt.name]}/{mt.max_starting_processors})"
-        ramping = ramp_budget and feedback.get(mt.name, FeedbackState()).ramp
+        ramping = ramp_budget and (feedback.get(mt.name, FeedbackState()).ramp or mt.name in reporting
+                                   or mt.name in hints)
         if total_created > 0 and mt.processors > budget and not ramping:
             return f"creation budget of {limits.budget} processors per cycle used"
         return None
@@ -309,10 +313,11 @@ def _creations(
         in_use[pick.name] += pick.processors
         starting[pick.name] += pick.processors
 
-    for name in allowance:
-        ramp = feedback.get(name, FeedbackState()).ramp
-        if ramp and created[name] >= ramp:
-            ramps[name] = min(2 * ramp, max(1, limits.processors_limit // machinetypes[name].processors))
+    for name, limit in allowance.items():
+        state = feedback.get(name, FeedbackState())
+        ramping = (state.ramp or name in reporting) and name not in hints
+        if ramping and backoff.gate(state, now) is Gate.OPEN and created[name] >= limit:
+            ramps[name] = min(2 * limit, max(1, limits.processors_limit // machinetypes[name].processors))
     return [
         Create(name, n, probe=backoff.gate(feedback.get(name, FeedbackState()), now) is Gate.PROBE)
         for name, n in sorted(created.items())
