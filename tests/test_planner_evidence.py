@@ -36,17 +36,19 @@ def machine(name="a-p", created_at=NOW - 90, started=NOW - 60, **kw):
 # ---- 1. success seen as soon as it is visible --------------------------------
 
 @pytest.mark.parametrize(
-    "jobs_started, started, reset",
+    "jobs_started, started, reported, reset",
     [
-        (1, NOW - 60, True),     # the probe started a job: backoff over, no fizzle_seconds wait
-        (3, NOW - 60, True),
-        (0, NOW - 60, False),    # up, still looking
-        (None, NOW - 60, False),  # reports nothing: today's rule (fizzle_seconds)
-        (1, NOW - 250, False),   # it booted before the last abort: its work says nothing of the queue now
+        (1, NOW - 60, None, True),     # the probe started a job: backoff over, no fizzle_seconds wait
+        (3, NOW - 60, NOW - 50, True),
+        (0, NOW - 60, NOW - 50, False),    # up, still looking
+        (None, NOW - 60, None, False),  # reports nothing: today's rule (fizzle_seconds)
+        (1, NOW - 250, None, False),   # it booted before the last abort: its work says nothing of the queue now
+        (4, NOW - 250, NOW - 210, False),  # ... nor a job it started before the abort
+        (5, NOW - 250, NOW - 20, True),   # a job it started after the abort does
     ],
 )
-def test_a_reported_job_start_ends_the_backoff(jobs_started, started, reset):
-    probe = machine(created_at=started - 10, started=started, jobs_started=jobs_started)
+def test_a_reported_job_start_ends_the_backoff(jobs_started, started, reported, reset):
+    probe = machine(created_at=started - 10, started=started, jobs_started=jobs_started, jobs_started_at=reported)
     d = planner.plan(limits(100), mts(A), [probe], probing(), NOW)
     assert (d.feedback.get("a", probing()["a"]).consecutive_aborts == 0) is reset
     if reset:

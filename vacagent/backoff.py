@@ -25,8 +25,8 @@ escalation) just keep the backoff running from their own abort time.  Only a
 machine created after the escalation (the probe, or a failed creation
 attempt) escalates again.
 
-Success ends the backoff at once: a machine that booted after the last
-abort and reports that it started a job (`record_found_work`), or a machine
+Success ends the backoff at once: a machine that reports it started a job
+after the last abort (`record_found_work`), or a machine
 created after the last escalation that ran `fizzle_seconds`
 (`record_success`, for machines that report nothing).  Found work also
 starts a *ramp*: `ramp` machines may be created next cycle, doubling each
@@ -134,10 +134,10 @@ def record_success(state: FeedbackState, created: float) -> FeedbackState:
     return _ended(state, 0)
 
 
-def record_found_work(state: FeedbackState, started: float) -> FeedbackState:
-    """A machine that started running at `started` reports it started a job: ends the backoff and starts a ramp
-    if it booted after the last abort (the work it found was there after the abort)."""
-    if not state.probing or state.last_abort is None or started < state.last_abort:
+def record_found_work(state: FeedbackState, at: float) -> FeedbackState:
+    """A machine reports it started a job at `at` (its report's time, or when it booted if unknown): ends
+    the backoff and starts a ramp if that was after the last abort (the work was there after the abort)."""
+    if not state.probing or state.last_abort is None or at < state.last_abort:
         return state
     return _ended(state, 2)
 

@@ -167,7 +167,8 @@ def _feedback(
         if evidence is _FIZZLE:
             state = backoff.record_success(state, view.created)
         elif evidence is _FOUND:
-            state = backoff.record_found_work(state, view.started)
+            found_at = view.jobs_started_at if view.jobs_started_at is not None else view.started
+            state = backoff.record_found_work(state, min(found_at, at))
         else:
             message = f"{view.name}: {evidence.message or 'no shutdown message'} after {evidence.ran_seconds:.0f}s"
             kind = backoff.kind_of(evidence.code, view.started is not None)

@@ -35,15 +35,15 @@ def _write(store: SpaceStore, machine: str, key: str, value: int, at: float) -> 
 
 def publish(lab: Lab, stores: Mapping[str, SpaceStore], epoch: float) -> None:
     """Write the reports of the machines that changed since the last call, and each project's demand."""
-    now = epoch + lab.now
-    done = set()
-    for m in lab.reported:
-        life = m.life
-        if life.name in done or m.deleted is not None or "jobs_started" not in lab.projects[life.project].reports:
-            continue
-        done.add(life.name)
-        _write(stores[life.space], life.name, JOBS_STARTED, life.jobs_started, now)
+    latest = {}  # the last change of each machine, stamped with when it happened
+    for m, t in lab.reported:
+        latest[m.life.name] = (m, t)
     lab.reported.clear()
+    for m, t in latest.values():
+        life = m.life
+        if m.deleted is None and "jobs_started" in lab.projects[life.project].reports:
+            _write(stores[life.space], life.name, JOBS_STARTED, life.jobs_started, epoch + t)
+    now = epoch + lab.now
     for name, project in lab.projects.items():
         if "demand" not in project.reports or lab.now >= project.demand_until:
             continue

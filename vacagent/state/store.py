@@ -58,6 +58,7 @@ class Outputs:
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
     jobs_started: int | None = None  # None: no (readable) report
+    jobs_started_at: float | None = None
     demand: int | None = None
     demand_at: float | None = None
 
@@ -216,9 +217,9 @@ class SpaceStore:
                 heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
             except FileNotFoundError:
                 pass
-        jobs_started, _ = _count(directory + JOBS_STARTED)
+        jobs_started, jobs_started_at = _count(directory + JOBS_STARTED)
         demand, demand_at = _count(directory + DEMAND)
-        return Outputs(message, message_at, heartbeat_at, jobs_started, demand, demand_at)
+        return Outputs(message, message_at, heartbeat_at, jobs_started, jobs_started_at, demand, demand_at)
 
     def write_shutdown_message(self, name: str, message: str) -> bool:
         """Leave our message for a machine we end, unless it left its own.  True if written."""
