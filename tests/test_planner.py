@@ -172,7 +172,7 @@ def test_finished_abort_starts_backoff_and_blocks_creation():
                    stopped=NOW - 5, shutdown_message="300 No more work available")
     d = planner.plan(limits(10), mts(A), [stopped], {}, NOW)
     assert d.feedback["a"].consecutive_aborts == 1
-    assert d.feedback["a"].backoff_until == NOW - 5 + 50  # an empty queue: half of backoff_seconds
+    assert d.feedback["a"].backoff_until == NOW - 5 + 100
     assert created(d) == {}
     assert [x.name for x in d.plan.deletes] == ["a-1"]
     assert d.plan.deletes[0].outcome.aborted

@@ -93,7 +93,7 @@ def test_a_probe_that_found_work_and_ended_between_cycles_counts_as_success():
 @pytest.mark.parametrize(
     "kind, aborts, seconds",
     [
-        (Kind.EMPTY_QUEUE, 1, 50), (Kind.EMPTY_QUEUE, 2, 100), (Kind.EMPTY_QUEUE, 3, 200), (Kind.EMPTY_QUEUE, 9, 200),
+        (Kind.EMPTY_QUEUE, 1, 100), (Kind.EMPTY_QUEUE, 2, 100), (Kind.EMPTY_QUEUE, 9, 100),
         (Kind.FAILURE, 1, 100), (Kind.FAILURE, 3, 400), (Kind.FAILURE, 9, 800),
         (Kind.NO_START, 1, 200), (Kind.NO_START, 2, 400), (Kind.NO_START, 9, 800),
     ],
@@ -158,6 +158,12 @@ def test_the_ramp_doubles_each_cycle(ramp, budget, made, next_ramp):
     assert d.feedback.get("a", ramping(ramp)["a"]).ramp == next_ramp
 
 
+def test_a_reporting_machinetype_with_no_ramp_spends_the_budget_then_ramps_from_it():
+    busy = machine(name="a-busy", created_at=NOW - 200, started=NOW - 100, jobs_started=1)
+    d = planner.plan(limits(100), mts(A), [busy], {}, NOW)
+    assert created(d) == {"a": 10} and d.feedback["a"].ramp == 20
+
+
 def test_the_first_abort_of_the_wave_stops_the_ramp():
     ended = machine(state=S.STOPPED, created_at=NOW - 200, started=NOW - 190, stopped=NOW - 20,
                     shutdown_message="300 No more work available", jobs_started=0)
@@ -186,7 +192,7 @@ def test_machines_still_looking_hold_creation_and_end_the_ramp():
 
 
 @pytest.mark.parametrize(
-    "extra, creates",  # one machine when nothing is looking: a reporting machinetype ramps from one
+    "extra, creates",
     [
         (dict(jobs_started=0), False),
         (dict(jobs_started=0, shutdown_message="300 No more work available", shutdown_message_at=NOW - 5), True),
@@ -213,7 +219,7 @@ def reporter(demand, at, **kw):
         (5, NOW - 30, 0, None, 5),
         (5, NOW - 30, 2, None, 3),    # machines starting will take two of them
         (0, NOW - 30, 0, None, 0),
-        (5, NOW - planner.DEMAND_FRESH_SECONDS - 1, 0, None, 1),  # stale: ignored, the ramp decides
+        (5, NOW - planner.DEMAND_FRESH_SECONDS - 1, 0, None, 10),  # stale: ignored, the budget decides
         (500, NOW - 30, 0, 10, 10),   # a bound, never a reason to pass a configured budget
         (500, NOW - 30, 0, None, 99),  # nor the limits
     ],
@@ -224,7 +230,7 @@ def test_a_fresh_demand_hint_bounds_creation(demand, at, starting, budget, made)
     d = planner.plan(limits(100, creation_budget_processors=budget), mts(A), views, {}, NOW)
     assert created(d).get("a", 0) == made
     if made < 6:
-        assert d.plan.held["a"].startswith(("demand:", "ramp:"))
+        assert d.plan.held["a"].startswith("demand:")
 
 
 @pytest.mark.parametrize("kind, made", [(Kind.EMPTY_QUEUE, 4), (Kind.FAILURE, 0), (Kind.NO_START, 0)])

@@ -6,8 +6,9 @@ find work.  How long the backoff lasts depends on what the abort says
 (`Kind`):
 
 - `EMPTY_QUEUE` (`300 No more work available`): the project had nothing to
-  do; cheap to probe again.  `backoff_seconds / 2`, doubling per
-  consecutive abort up to 2 x backoff_seconds (or the cap, if lower).
+  do; cheap to probe again.  `backoff_seconds` (or the cap, if lower),
+  never longer, however long the quiet spell or how many probes found
+  nothing.
 - `FAILURE` (400-699, a 700 after starting, a run shorter than
   `fizzle_seconds`, a failed creation): `backoff_seconds`, doubling up to
   the cap (`MachineType.backoff_cap`: `max_backoff_seconds`, default
@@ -87,7 +88,7 @@ def delay(machinetype: MachineType, aborts: int, kind: Kind = Kind.FAILURE) -> f
     exponent = min(max(0, aborts - 1), 62)  # 2**1000 is a big int: no point building it
     base, cap = float(machinetype.backoff_seconds), float(machinetype.backoff_cap)
     if kind is Kind.EMPTY_QUEUE:
-        base, cap = base / 2, min(cap, 2 * base)
+        cap = min(cap, base)
     elif kind is Kind.NO_START:
         base = 2 * base
     return min(base * 2**exponent, cap)
