@@ -76,6 +76,41 @@ def run(name: str, seed: int, a: str, b: str, cache: Path | None) -> tuple[dict,
     return x, y, oracle
 
 
+def header(a: str, b: str) -> None:
+    print(f"{a} / {b} per seed: useful, served, wait mean and p95 (min), fizzle waste (processor-h), API calls")
+    print()
+    print("| scenario | seed | useful | served | wait mean | wait p95 | fizzle waste | API calls "
+          "| useful ÷ oracle's | targets missed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+
+
+def row(name: str, seed: int, a: str, b: str, cache: Path | None, label: str | None = None) -> dict:
+    """Run one scenario and seed, print its Markdown row, return its figures."""
+    x, y, oracle = run(name, seed, a, b, cache)
+    missed = misses(x, y)
+    of_oracle = x["useful_fraction"] / oracle["useful_fraction"]
+    print(
+        f"| {label or name} | {seed} "
+        f"| {100 * x['useful_fraction']:.1f} / {100 * y['useful_fraction']:.1f} "
+        f"| {100 * (x['served'] or 0):.1f} / {100 * (y['served'] or 0):.1f} "
+        f"| {minutes(x['wait_mean'])} / {minutes(y['wait_mean'])} "
+        f"| {minutes(x['wait_p95'])} / {minutes(y['wait_p95'])} "
+        f"| {x['fizzle_waste'] / 3600:,.0f} / {y['fizzle_waste'] / 3600:,.0f} "
+        f"| {x['api_calls']:,} / {y['api_calls']:,} "
+        f"| {of_oracle:.3f} | {', '.join(missed) or 'none'} |"
+    )
+    sys.stdout.flush()
+    return {"scenario": label or name, "seed": seed, a: x, b: y, "oracle": oracle, "missed": missed}
+
+
+def summary(rows: list[dict], started: float, out: Path | None) -> None:
+    print()
+    print(f"{len(rows)} runs, {sum(1 for r in rows if not r['missed'])} meet every target; "
+          f"{time.monotonic() - started:.0f} s of wall time")
+    if out:
+        out.write_text(json.dumps(rows, indent=1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=list(scenarios.shipped()))
@@ -85,34 +120,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write every row's figures here")
     args = parser.parse_args()
     a, b = args.policies.split(",")
-    print(f"{a} / {b} per seed: useful, served, wait mean and p95 (min), fizzle waste (processor-h), API calls")
-    print()
-    print(f"| scenario | seed | useful | served | wait mean | wait p95 | fizzle waste | API calls "
-          f"| useful ÷ oracle's | targets missed |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    header(a, b)
     rows, started = [], time.monotonic()
     for name in args.names:
         for seed in range(1, args.seeds + 1):
-            x, y, oracle = run(name, seed, a, b, args.cache)
-            missed = misses(x, y)
-            of_oracle = x["useful_fraction"] / oracle["useful_fraction"]
-            print(
-                f"| {name} | {seed} "
-                f"| {100 * x['useful_fraction']:.1f} / {100 * y['useful_fraction']:.1f} "
-                f"| {100 * (x['served'] or 0):.1f} / {100 * (y['served'] or 0):.1f} "
-                f"| {minutes(x['wait_mean'])} / {minutes(y['wait_mean'])} "
-                f"| {minutes(x['wait_p95'])} / {minutes(y['wait_p95'])} "
-                f"| {x['fizzle_waste'] / 3600:,.0f} / {y['fizzle_waste'] / 3600:,.0f} "
-                f"| {x['api_calls']:,} / {y['api_calls']:,} "
-                f"| {of_oracle:.3f} | {', '.join(missed) or 'none'} |"
-            )
-            sys.stdout.flush()
-            rows.append({"scenario": name, "seed": seed, a: x, b: y, "oracle": oracle, "missed": missed})
-    print()
-    print(f"{len(rows)} runs, {sum(1 for r in rows if not r['missed'])} meet every target; "
-          f"{time.monotonic() - started:.0f} s of wall time")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+            rows.append(row(name, seed, a, b, args.cache))
+    summary(rows, started, args.json)
     return 0
 
 

@@ -164,6 +164,13 @@ def test_a_reporting_machinetype_with_no_ramp_spends_the_budget_then_ramps_from_
     assert created(d) == {"a": 10} and d.feedback["a"].ramp == 20
 
 
+def test_after_an_abort_a_reporting_machinetype_ramps_from_one():
+    busy = machine(name="a-busy", created_at=NOW - 200, started=NOW - 100, jobs_started=1)
+    d = planner.plan(limits(100), mts(A), [busy], {"a": FeedbackState(last_abort=NOW - 5000)}, NOW)
+    assert created(d) == {"a": 1} and d.feedback["a"].ramp == 2
+    assert d.plan.held["a"].startswith("ramp: 1 machine(s)")
+
+
 def test_the_first_abort_of_the_wave_stops_the_ramp():
     ended = machine(state=S.STOPPED, created_at=NOW - 200, started=NOW - 190, stopped=NOW - 20,
                     shutdown_message="300 No more work available", jobs_started=0)

@@ -259,8 +259,8 @@ def _creations(
                 )
                 continue
             allowance[name] = 1
-        elif state.ramp:
-            allowance[name] = state.ramp
+        elif state.ramp or (name in reporting and state.last_abort is not None):
+            allowance[name] = max(1, state.ramp)  # after any abort, a reporting machinetype ramps from one
         else:
             allowance[name] = None
         if need is not None:  # the project's own count beats the ramp's guess, and bounds a probe
@@ -277,7 +277,7 @@ def _creations(
             state = feedback.get(mt.name, FeedbackState())
             if backoff.gate(state, now) is Gate.PROBE:
                 return "one probe created after backoff; more once it reports a job started or runs fizzle_seconds"
-            if mt.name not in hints and state.ramp:
+            if mt.name not in hints and (state.ramp or mt.name in reporting):
                 return f"ramp: {limit} machine(s) this cycle, twice as many next cycle while they find work"
             return f"demand: no more machines than the {limit} job(s) waiting need"
         if space_processors + mt.processors > limits.processors_limit:
@@ -288,7 +288,8 @@ def _creations(
             return f"machinetype processors_limit reached ({in_use[mt.name]}/{mt.processors_limit})"
         if mt.max_starting_processors is not None and starting[mt.name] + mt.processors > mt.max_starting_processors:
             return f"max_starting_processors reached ({starting[mt.name]}/{mt.max_starting_processors})"
-        ramping = ramp_budget and (feedback.get(mt.name, FeedbackState()).ramp or mt.name in hints)
+        state = feedback.get(mt.name, FeedbackState())
+        ramping = ramp_budget and (state.ramp or mt.name in hints or (mt.name in reporting and state.last_abort))
         if total_created > 0 and mt.processors > budget and not ramping:
             return f"creation budget of {limits.budget} processors per cycle used"
         return None
@@ -318,9 +319,9 @@ def _creations(
         made = created.get(name, 0)
         if name in hints or backoff.gate(state, now) is not Gate.OPEN or not made:
             continue
-        # A ramp doubles what it used; a reporting machinetype with no ramp yet (a fresh start, or success
-        # after fizzle_seconds) spent the budget, and ramps on from there.
-        if (state.ramp and made >= limit) or (not state.ramp and name in reporting):
+        # A ramp doubles what it used; a reporting machinetype with no ramp yet (a fresh start) spent the
+        # budget, and ramps on from there.
+        if (limit is not None and made >= limit) or (limit is None and name in reporting):
             ramps[name] = min(2 * made, max(1, limits.processors_limit // machinetypes[name].processors))
     return [
         Create(name, n, probe=backoff.gate(feedback.get(name, FeedbackState()), now) is Gate.PROBE)
