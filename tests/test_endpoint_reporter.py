@@ -149,3 +149,15 @@ def test_reporters_report_job_starts_and_demand(tmp_path):
     assert (_count(str(joboutputs / "demand"))[0], _count(str(joboutputs / "jobs_started"))[0]) == (12, 4)
     result = shell_reporter(env, "vacagent_jobs_started -1")
     assert result.returncode == 2 and b"is a count" in result.stderr
+@needs_curl
+def test_reporters_report_job_seconds_for_the_ledger(endpoint):
+    directory, env = machine(endpoint)
+    job_seconds = directory / "joboutputs" / "job_seconds"
+    assert python_reporter(env, "job_seconds", "1200").returncode == 0
+    assert job_seconds.read_text() == "1200"
+    assert python_reporter(env, "job_seconds", "-5").returncode == 2
+    result = shell_reporter(env, "vacagent_job_seconds 3600")
+    assert result.returncode == 0, result.stderr
+    assert job_seconds.read_text() == "3600"
+    assert shell_reporter(env, "vacagent_job_seconds 1.5").returncode == 2
+    assert job_seconds.read_text() == "3600"
