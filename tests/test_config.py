@@ -119,3 +119,10 @@ def test_shipped_configurations_load(path):
 def test_example_configuration_is_valid(tmp_path):
     s = config.load(REPO / "etc" / "vacagent.example.yaml")
     assert s.site == "lab.example.org" and s.spaces["localhost"].backend == "local"
+
+
+def test_a_kubeconfig_option_is_relative_to_the_file_that_names_it(tmp_path):
+    text = MINIMAL.replace("backend: local", "backend: kubernetes\n    processors_limit: 8\n"
+                           "    options: {kubeconfig: kube/config, namespace: vac}")
+    s = config.load(write(tmp_path / "etc" / "vacagent.yaml", text))
+    assert s.spaces["local"].options == {"kubeconfig": str(tmp_path / "etc" / "kube" / "config"), "namespace": "vac"}
