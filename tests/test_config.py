@@ -126,3 +126,13 @@ def test_a_kubeconfig_option_is_relative_to_the_file_that_names_it(tmp_path):
                            "    options: {kubeconfig: kube/config, namespace: vac}")
     s = config.load(write(tmp_path / "etc" / "vacagent.yaml", text))
     assert s.spaces["local"].options == {"kubeconfig": str(tmp_path / "etc" / "kube" / "config"), "namespace": "vac"}
+
+
+def test_example_kubernetes_space_is_valid_once_uncommented(tmp_path):
+    text = (REPO / "etc" / "vacagent.example.yaml").read_text()
+    start = text.index("  # lab-k8s:")
+    block = "\n".join(line.replace("  # ", "  ", 1) for line in text[start:].splitlines())
+    s = config.load(write(tmp_path / "vacagent.yaml", text[:start] + block + "\n"))
+    space = s.spaces["lab-k8s"]
+    assert space.backend == "kubernetes" and space.options["namespace"] == "vacagent"
+    assert space.pipes[0].overrides["pod_overrides"] == {"nodeSelector": {"pool": "batch"}}
