@@ -39,8 +39,27 @@ def last_decisions(store: SpaceStore, count: int = 1) -> list[dict[str, Any]]:
     return out
 
 
+def warnings(store: SpaceStore) -> list[str]:
+    """What an operator must look at in a space's state directory (after `records()`)."""
+    found = [f"unreadable record, to be set aside by the next cycle: {why}" for why in store.damaged.values()]
+    quarantine = store.root / "quarantine"
+    if quarantine.is_dir():
+        found += [f"record set aside (unreadable): {p}" for p in sorted(quarantine.iterdir())]
+    return found
+
+
 def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
     store = SpaceStore(settings.state_dir, name, settings.site)
+    try:
+        return _space_status(settings, store, now)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:  # never a traceback: say what
+        return {"space": name, "warnings": [f"cannot read the state of space {name}: {type(e).__name__}: {e}"],
+                "backend": None, "processors_limit": None, "processors": 0, "machines_total": 0,
+                "last_cycle": None, "machinetypes": {}, "machines": []}
+
+
+def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str, Any]:
+    name = store.space
     records = store.records()
     decisions = last_decisions(store)
     last = decisions[-1] if decisions else {}
@@ -85,6 +104,7 @@ def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
         "last_cycle": last.get("time"),
         "machinetypes": machinetypes,
         "machines": machines,
+        "warnings": warnings(store),
     }
 
 
@@ -126,6 +146,8 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
             f"space {space['space']} ({space['backend']}): {space['machines_total']} machines, "
             f"{space['processors']}/{space['processors_limit']} processors, last cycle {_age(now, space['last_cycle'])} ago"
         )
+        for warning in space["warnings"]:
+            yield f"  warning: {warning}"
         yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
         for mt, info in space["machinetypes"].items():
             states = " ".join(f"{k}={v}" for k, v in info["states"].items()) or "-"
