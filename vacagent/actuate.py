@@ -26,7 +26,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from vacagent import __version__, backoff, crashpoints, errors, features, tokens, userdata
+from vacagent import __version__, apel, backoff, crashpoints, errors, features, tokens, userdata
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
@@ -58,12 +58,16 @@ class Actuator:
     reporter: Reporter
     endpoint_url: str | None = None  # base URL of the endpoint machines report to; None: local paths
     manager_hostname: str = field(default_factory=socket.getfqdn)
+    apel: apel.ApelSettings | None = None  # the space's APEL accounting, if it writes records
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
 
     def close(self, record: MachineRecord, outcome: Outcome | None, now: float,
               machinetype: MachineType | None = None) -> dict[str, Any]:
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
-        line = self.store.close(record, final, now, machinetype.fizzle_seconds if machinetype else 0.0)
+        text = apel.record(self.space, self.manager_hostname, record, final, machinetype, self.apel) \
+            if self.apel is not None else None
+        line = self.store.close(record, final, now, machinetype.fizzle_seconds if machinetype else 0.0,
+                                (text, self.apel) if text is not None else None)
         self.reporter.machine_closed(self.space, line)
         return line
 
