@@ -45,6 +45,8 @@ from vacagent.state.atomic import append_line, read_json, read_lines, write_json
 
 SHUTDOWN_MESSAGE = "shutdown_message"
 JOB_SECONDS = "job_seconds"  # seconds the machine spent running jobs so far, as it reports them
+JOBS_STARTED = "jobs_started"  # reserved joboutputs names: docs/machine-protocol.md
+DEMAND = "demand"
 STAMP = "records.stamp"
 
 
@@ -60,6 +62,23 @@ class Outputs:
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
     job_seconds: float | None = None
+    jobs_started: int | None = None  # None: no (readable) report
+    jobs_started_at: float | None = None
+    demand: int | None = None
+    demand_at: float | None = None
+
+
+def _count(path: str) -> tuple[int | None, float | None]:
+    """A joboutputs file holding one integer >= 0: (value, mtime); (None, None) if absent or not a count."""
+    try:
+        with open(path, "rb") as f:
+            at = os.fstat(f.fileno()).st_mtime
+            text = f.read(32).split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    if len(text) != 1 or not text[0].isdigit():
+        return None, None
+    return int(text[0]), at
 
 
 def parse_job_seconds(text: str) -> float | None:
@@ -216,11 +235,25 @@ class SpaceStore:
         self._claim()
         tmp = f"{self._machines_prefix}.{record.name}.intent"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._build_intent(tmp, record, files or {})
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: leave no half-built directory behind
+            raise
+        # The whole directory appears at once: a reader never sees a machine
+        # without its record.  rename() refuses to replace a non-empty directory.
+        with self._writing():
+            os.rename(tmp, path)
+        self._cached(record)
+        return path
+
+    @staticmethod
+    def _build_intent(tmp: str, record: MachineRecord, files: dict[str, str]) -> None:
         made = {""}
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
             os.makedirs(os.path.join(tmp, sub))
             made.add(sub)
-        for relative, text in (files or {}).items():
+        for relative, text in files.items():
             parent = os.path.dirname(relative)
             if parent not in made:
                 os.makedirs(os.path.join(tmp, parent), exist_ok=True)
@@ -228,12 +261,6 @@ class SpaceStore:
             with open(os.path.join(tmp, relative), "w") as f:
                 f.write(text)
         write_json(Path(tmp) / "machine.json", record_to_json(record))
-        # The whole directory appears at once: a reader never sees a machine
-        # without its record.  rename() refuses to replace a non-empty directory.
-        with self._writing():
-            os.rename(tmp, path)
-        self._cached(record)
-        return path
 
     def save(self, record: MachineRecord) -> None:
         self._claim()
@@ -242,7 +269,8 @@ class SpaceStore:
         self._cached(record)
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
-        """The machine's shutdown message and heartbeat time (file modification times)."""
+        """The machine's shutdown message, heartbeat time (file modification times) and its
+        `jobs_started` and `demand` counts (a file that is not one integer counts as absent)."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
         message = message_at = heartbeat_at = None
         try:
@@ -256,7 +284,10 @@ class SpaceStore:
                 heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
             except FileNotFoundError:
                 pass
-        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory))
+        jobs_started, jobs_started_at = _count(directory + JOBS_STARTED)
+        demand, demand_at = _count(directory + DEMAND)
+        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory),
+                       jobs_started, jobs_started_at, demand, demand_at)
 
     @staticmethod
     def _job_seconds(joboutputs: str) -> float | None:
@@ -313,14 +344,12 @@ class SpaceStore:
         self._complete(record.name, journal, recovering=False)
         return journal["line"]
 
-    def finish_closes(self) -> list[dict[str, Any]]:
-        """Complete the closes a crash or an error interrupted; returns their accounting lines."""
-        done = []
+    def finish_closes(self) -> Iterator[dict[str, Any]]:
+        """Complete the closes a crash or an error interrupted; yields their accounting lines."""
         for name in self._closing():
             journal = read_json(self.closing_dir / f"{name}.json")
             self._complete(name, journal, recovering=True)
-            done.append(journal["line"])
-        return done
+            yield journal["line"]
 
     def _closing(self) -> list[str]:
         """Names of the machines whose close is journaled and not yet complete."""
