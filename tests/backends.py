@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 from vacagent.backends.base import BackendContext, CreateRequest
@@ -147,4 +148,110 @@ def kill_local_machines(state_dir: Path) -> None:
             pass
 
 
-DRIVERS = [FakeDriver, LocalDriver]
+class EC2Driver:
+    """EC2 through boto3 against moto's server and its fault layer (tests/ec2_cloud.py)."""
+
+    name = "ec2"
+    PAGE_SIZE = 100
+    ATTEMPTS = 2  # botocore's standard retries: an injected fault must last for every attempt
+    STATES = {
+        "pending": MachineState.STARTING,
+        "running": MachineState.RUNNING,
+        "shutting-down": MachineState.DELETING,
+        "stopped": MachineState.STOPPED,
+        "shut-down-by-itself": MachineState.STOPPED,
+        "spot-reclaimed": MachineState.STOPPED,
+        "spot-stopped": MachineState.STOPPED,
+        "capacity-lost": MachineState.FAILED,
+    }
+    _NATIVE = {  # case -> (native state, state reason)
+        "pending": ("pending", ""),
+        "running": ("running", ""),
+        "shutting-down": ("shutting-down", ""),
+        "stopped": ("stopped", "Client.UserInitiatedShutdown"),
+        "shut-down-by-itself": ("terminated", "Client.InstanceInitiatedShutdown"),
+        "spot-reclaimed": ("terminated", "Server.SpotInstanceTermination"),
+        "spot-stopped": ("stopped", "Server.SpotInstanceShutdown"),
+        "capacity-lost": ("terminated", "Server.InsufficientInstanceCapacity"),
+    }
+    ERRORS = {
+        "insufficient-capacity": ("create", CapacityExhausted),
+        "spot-price-too-low": ("create", CapacityExhausted),
+        "unsupported": ("create", CapacityExhausted),
+        "instance-limit": ("create", QuotaExceeded),
+        "vcpu-limit": ("create", QuotaExceeded),
+        "spot-count-limit": ("create", QuotaExceeded),
+        "throttled": ("create", Temporary),
+        "server-error": ("create", Temporary),
+        "bad-parameter": ("create", Permanent),
+        "bad-image": ("create", Permanent),  # moto's own AMI validation
+        "bad-instance-type": ("create", Permanent),  # moto's own instance type validation
+        "gone": ("delete", None),
+        "delete-throttled": ("delete", Temporary),
+    }
+    _FAULTS = {  # case -> (action, EC2 error code, HTTP status), as AWS answers
+        "insufficient-capacity": ("RunInstances", "InsufficientInstanceCapacity", 500),
+        "spot-price-too-low": ("RunInstances", "SpotMaxPriceTooLow", 400),
+        "unsupported": ("RunInstances", "Unsupported", 400),
+        "instance-limit": ("RunInstances", "InstanceLimitExceeded", 400),
+        "vcpu-limit": ("RunInstances", "VcpuLimitExceeded", 400),
+        "spot-count-limit": ("RunInstances", "MaxSpotInstanceCountExceeded", 400),
+        "throttled": ("RunInstances", "RequestLimitExceeded", 503),
+        "server-error": ("RunInstances", "InternalError", 500),
+        "bad-parameter": ("RunInstances", "InvalidParameterValue", 400),
+        "gone": ("TerminateInstances", "InvalidInstanceID.NotFound", 400),
+        "delete-throttled": ("TerminateInstances", "RequestLimitExceeded", 503),
+    }
+
+    def __init__(self, tmp_path: Path, site: str | None = None, space: str = "s"):
+        from ec2_cloud import IMAGE, cloud
+
+        from vacagent.backends.ec2 import EC2Backend
+
+        self.cloud, self.image, self.tmp = cloud(), IMAGE, tmp_path
+        self.site = site or f"site-{uuid.uuid4().hex[:8]}"  # the cloud is shared by the session
+        self.make = lambda site, space: EC2Backend(BackendContext(site, space, tmp_path, self.cloud.options(
+            instance_types=["t3.micro", "t3.medium", "m5.large"], page_size=self.PAGE_SIZE,
+            max_attempts=self.ATTEMPTS), SystemClock()))
+        self.backend = self.make(self.site, space)
+        self.space = space
+        self.backend.list_machines()  # as a daemon's first cycle does: learns the candidates' sizes
+        self.next_extra: dict = {}
+
+    def populate(self, n: int) -> None:
+        self.cloud.populate(self.site, self.space, n)
+
+    def _id(self, name: str) -> str:
+        return self.wait(lambda: {m.name: m for m in self.backend.list_machines()}.get(name)).backend_id
+
+    def force_state(self, name: str, native: str) -> None:
+        self.cloud.set_state(self._id(name), *self._NATIVE[native])
+
+    def inject(self, operation: str, case: str) -> None:
+        if case == "bad-image":
+            self.next_extra = {"root_image": "ami-00000000"}
+        elif case == "bad-instance-type":
+            self.next_extra = {"instance_type": "x9.nonexistent"}
+        else:
+            action, code, status = self._FAULTS[case]
+            self.cloud.inject(action, code, status, count=self.ATTEMPTS, message=f"injected {case}")
+
+    def other(self, site: str, space: str):
+        return self.make(self.site if site == "site" else site, space)
+
+    def request(self, name: str) -> CreateRequest:
+        mt = MachineType(name="mt", processors=2, extra={"root_image": self.image, **self.next_extra})
+        self.next_extra = {}
+        return CreateRequest(name, mt, "#!/bin/sh\nsleep 600\n")
+
+    def let_exit(self, name: str) -> None:
+        self.cloud.set_state(self._id(name), "terminated", "Client.InstanceInitiatedShutdown")
+
+    wait = LocalDriver.wait
+
+    def cleanup(self) -> None:
+        self.cloud.clear_faults()
+        self.cloud.forget(self.site)
+
+
+DRIVERS = [FakeDriver, LocalDriver, EC2Driver]
