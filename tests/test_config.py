@@ -136,3 +136,12 @@ def test_example_kubernetes_space_is_valid_once_uncommented(tmp_path):
     space = s.spaces["lab-k8s"]
     assert space.backend == "kubernetes" and space.options["namespace"] == "vacagent"
     assert space.pipes[0].overrides["pod_overrides"] == {"nodeSelector": {"pool": "batch"}}
+
+
+def test_example_ec2_space_is_valid_once_uncommented(tmp_path):
+    text = (REPO / "etc" / "vacagent.example.yaml").read_text()
+    start, end = text.index("  # aws-london:"), text.index("\n\n", text.index("  # aws-london:"))
+    block = "\n".join(line.replace("  # ", "  ", 1) for line in text[start:end].splitlines())
+    s = config.load(write(tmp_path / "vacagent.yaml", text[:start] + block + "\n"))
+    space = s.spaces["aws-london"]
+    assert space.backend == "ec2" and space.options["region"] == "eu-west-2" and space.options["spot"] is True
