@@ -17,6 +17,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "fake": ("vacagent.backends.fake", "FakeBackend", ""),
     "kubernetes": ("vacagent.backends.kubernetes", "KubernetesBackend", "kubernetes"),
     "ec2": ("vacagent.backends.ec2", "EC2Backend", "ec2"),
+    "gce": ("vacagent.backends.gce", "GCEBackend", "gce"),
 }
 
 
