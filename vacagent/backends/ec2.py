@@ -41,9 +41,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
-from vacagent.backends import sizing
+from vacagent.backends import refusals, sizing
 from vacagent.backends.base import BackendContext, CreateRequest
-from vacagent.errors import CapacityExhausted, ConfigError, Permanent, QuotaExceeded, Temporary
+from vacagent.errors import Permanent, Temporary
 from vacagent.model import Cause, Machine, MachineState, MachineType
 
 TAG_SITE, TAG_SPACE, TAG_MACHINETYPE = "vacagent:site", "vacagent:space", "vacagent:machinetype"
@@ -76,20 +76,13 @@ QUOTA_CODES = frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotI
 TEMPORARY_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError",
                              "ServiceUnavailable", "Unavailable"})
 GONE_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
-THROTTLE_DELAY = 10.0  # seconds before a throttled or 5xx request is tried again by the next cycle
 
 _TIME_IN_REASON = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 
 
 def error_kind(code: str, status: int) -> type[Exception]:
-    """The errors.py type for an EC2 error code and HTTP status: the code decides before the status."""
-    if code in CAPACITY_CODES:
-        return CapacityExhausted
-    if code in QUOTA_CODES:
-        return QuotaExceeded
-    if code in TEMPORARY_CODES or status >= 500:
-        return Temporary
-    return Permanent
+    """The errors.py type for an EC2 error code and HTTP status."""
+    return refusals.kind(code, status, CAPACITY_CODES, QUOTA_CODES, TEMPORARY_CODES)
 
 
 def client_token(site: str, space: str, name: str) -> str:
@@ -137,10 +130,6 @@ def to_machine(raw: Mapping[str, Any], vcpus: Mapping[str, int], deleted: Iterab
     )
 
 
-def _option_error(space: str, key: str, reason: str) -> ConfigError:
-    return ConfigError(f"space {space}: options.{key}: {reason}")
-
-
 class EC2Backend:
     max_user_data_bytes = 16384  # EC2's limit on UserData before base64
 
@@ -150,17 +139,17 @@ class EC2Backend:
         self.options = options
         space = context.space
         if not options.get("region"):
-            raise _option_error(space, "region", "required for backend 'ec2' (for example eu-west-2)")
+            raise refusals.option_error(space, "region", "required for backend 'ec2' (for example eu-west-2)")
         self.page_size = int(options.get("page_size", 500))
         if not 5 <= self.page_size <= 1000:
-            raise _option_error(space, "page_size", f"{self.page_size}: EC2 pages hold 5 to 1000 instances")
+            raise refusals.option_error(space, "page_size", f"{self.page_size}: EC2 pages hold 5 to 1000 instances")
         attempts = int(options.get("max_attempts", 3))
         if attempts < 1:
-            raise _option_error(space, "max_attempts", f"{attempts}: at least 1 (1 means no retry)")
+            raise refusals.option_error(space, "max_attempts", f"{attempts}: at least 1 (1 means no retry)")
         self.spot = bool(options.get("spot", False))
         self.spot_max_price = options.get("spot_max_price")
         if self.spot_max_price is not None and not self.spot:
-            raise _option_error(space, "spot_max_price", "only with spot: true")
+            raise refusals.option_error(space, "spot_max_price", "only with spot: true")
         timeout = float(options.get("timeout_seconds", 30))
         config = Config(
             retries={"mode": "standard", "total_max_attempts": attempts},
@@ -315,5 +304,4 @@ class EC2Backend:
             # Bad credentials or parameters never pass; anything else (no answer, a timeout) may next time.
             kind = Permanent if isinstance(e, (NoCredentialsError, ParamValidationError)) else Temporary
             detail = f"{type(e).__name__}: {e}"
-        message = f"{doing}: {detail}"
-        return Temporary(message, THROTTLE_DELAY) if kind is Temporary else kind(message)
+        return refusals.typed(kind, f"{doing}: {detail}")

@@ -39,9 +39,9 @@ from google.auth.exceptions import TransportError
 from google.api_core.client_options import ClientOptions
 from google.cloud import compute_v1
 
-from vacagent.backends import sizing
+from vacagent.backends import refusals, sizing
 from vacagent.backends.base import BackendContext, CreateRequest
-from vacagent.errors import CapacityExhausted, ConfigError, Permanent, QuotaExceeded, Temporary
+from vacagent.errors import Permanent, Temporary
 from vacagent.model import Cause, Machine, MachineState, MachineType
 
 LABEL_SITE, LABEL_SPACE = "vacagent-site", "vacagent-space"
@@ -67,19 +67,12 @@ TEMPORARY = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RESOURCE_O
                        "INTERNAL_ERROR", "backendError"})
 # No answer at all (connection refused, timeout, the token endpoint down): the next cycle tries again.
 NO_ANSWER = (requests.RequestException, TransportError)
-RETRY_DELAY = 10.0  # seconds before a throttled or failed request is tried again by the next cycle
 _LABEL_VALUE = re.compile(r"[^a-z0-9_-]")
 
 
 def error_kind(code: str, status: int) -> type[Exception]:
     """The errors.py type for a GCE error (an operation's error code or an HTTP error's reason) and status."""
-    if code in CAPACITY:
-        return CapacityExhausted
-    if code in QUOTA:
-        return QuotaExceeded
-    if code in TEMPORARY or status == 429 or status >= 500:
-        return Temporary
-    return Permanent
+    return refusals.kind(code, status, CAPACITY, QUOTA, TEMPORARY)
 
 
 def label_value(text: str) -> str:
@@ -126,10 +119,6 @@ def to_machine(instance: compute_v1.Instance, deleted: Iterable[str] = (), preem
     )
 
 
-def _option_error(space: str, key: str, reason: str) -> ConfigError:
-    return ConfigError(f"space {space}: options.{key}: {reason}")
-
-
 def _credentials(options, space: str):
     import google.auth
     from google.oauth2 import service_account
@@ -142,7 +131,7 @@ def _credentials(options, space: str):
         return credentials
     except (OSError, ValueError, google.auth.exceptions.DefaultCredentialsError) as e:
         key = "credentials_file" if path else "credentials_file (absent: application default credentials)"
-        raise _option_error(space, key, f"cannot load credentials: {e}") from e
+        raise refusals.option_error(space, key, f"cannot load credentials: {e}") from e
 
 
 class GCEBackend:
@@ -155,12 +144,12 @@ class GCEBackend:
         space = context.space
         for key in ("project", "zones"):
             if not options.get(key):
-                raise _option_error(space, key, "required for backend 'gce'")
+                raise refusals.option_error(space, key, "required for backend 'gce'")
         self.project = str(options["project"])
         self.zones = [str(z) for z in options["zones"]]
         self.page_size = int(options.get("page_size", 500))
         if not 1 <= self.page_size <= 500:
-            raise _option_error(space, "page_size", f"{self.page_size}: GCE pages hold 1 to 500 VMs")
+            raise refusals.option_error(space, "page_size", f"{self.page_size}: GCE pages hold 1 to 500 VMs")
         self.wait_seconds = float(options.get("operation_wait_seconds", 30))
         self.timeout = float(options.get("timeout_seconds", 30))
         self.spot = bool(options.get("spot", False))
@@ -280,9 +269,7 @@ class GCEBackend:
         errors = list(op.error.errors) if op.error else []
         if errors:
             code, message = errors[0].code, errors[0].message
-            kind = error_kind(code, op.http_error_status_code)
-            text = f"{doing}: {code}: {message}"
-            raise Temporary(text, RETRY_DELAY) if kind is Temporary else kind(text)
+            raise refusals.typed(error_kind(code, op.http_error_status_code), f"{doing}: {code}: {message}")
 
     def _existing(self, name: str, zone: str, doing: str) -> Machine:
         """A taken name: ours (a retried create) counts as created; anyone else's is refused."""
@@ -344,9 +331,8 @@ class GCEBackend:
 
     def _error(self, doing: str, e: Exception, detail: str = "") -> Exception:
         if not isinstance(e, gexc.GoogleAPICallError):
-            return Temporary(f"{doing}: no answer: {type(e).__name__}: {e}", RETRY_DELAY)
+            return refusals.typed(Temporary, f"{doing}: no answer: {type(e).__name__}: {e}")
         reasons = [x.get("reason", "") for x in (e.errors or []) if isinstance(x, dict)]
         reason = reasons[0] if reasons else (e.reason or "")
         kind = error_kind(reason, int(e.code or 0))
-        text = f"{doing}: {e.code} {reason}: {e.message}{detail if kind is Permanent else ''}"
-        return Temporary(text, RETRY_DELAY) if kind is Temporary else kind(text)
+        return refusals.typed(kind, f"{doing}: {e.code} {reason}: {e.message}{detail if kind is Permanent else ''}")
