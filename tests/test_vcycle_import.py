@@ -133,8 +133,10 @@ def test_every_section_and_option_of_the_manual(capsys, tmp_path, full):
     assert pipe["suffix_overrides"] == {"prod": {"heartbeat_seconds": 900}}
     assert "application_credential_id: '0123456789abcdef'" in text or "application_credential_id: 0123456789abcdef" in text
     aws = data["spaces"]["aws-example-org"]
-    assert aws["backend"] == "ec2" and aws["options"] == {"region": "eu-west-2", "profile": "aws-example-org",
-                                                          "instance_types": ["c5.xlarge"]}
+    assert aws["backend"] == "ec2" and aws["options"] == {
+        "region": "eu-west-2", "profile": "aws-example-org", "instance_types": ["c5.xlarge"],
+        "endpoint_url": "https://ec2.eu-west-2.amazonaws.com"}
+    assert aws["machinetypes"]["burst"]["instance_type"] == ["c5.2xlarge"]
     assert data["spaces"]["gce-example-org"]["options"] == {
         "project": "gridpp-burst", "zones": ["europe-west2-a", "europe-west2-b"],
         "credentials_file": "/etc/vacagent/gce-gce-example-org.json"}

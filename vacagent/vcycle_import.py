@@ -14,8 +14,8 @@ Every option that is not carried over gets a comment saying why; secrets
 (passwords, application credential secrets, EC2 and Google keys) are never
 copied, in clear or encoded: the comment says where to put them instead
 (clouds.yaml and secure.yaml, an AWS credentials profile, a service-account
-key file).  Space options follow the backends' names (docs/backends/*.md;
-issues 10 and 11).  The mapping is pure (`convert`); `read` does the I/O.
+key file).  Space options follow the backends' names (docs/backends/ec2.md, gce.md;
+OpenStack's from issue 10 until its page lands).  The mapping is pure (`convert`); `read` does the I/O.
 Neighbours: `cli`, `config` (what the output must satisfy).
 """
 
@@ -154,8 +154,8 @@ def machinetype_options(options: dict[str, str], space: str, mt: str, backend: s
         elif key == "processors_per_machine":
             out.key(indent, "processors", _number("processors", value), "Vcycle's processors_per_machine")
         elif key in ("flavor_names", "flavor_name"):
-            comment = None if backend == "openstack" else f"the {backend} backend picks from its space's candidates"
-            out.key(indent, "flavor_names", value.split(), comment)
+            own = {"ec2": "instance_type", "gce": "machine_type"}.get(backend, "flavor_names")
+            out.key(indent, own, value.split(), None if own == "flavor_names" else f"Vcycle's {key}")
         elif key == "root_image":
             _root_image(value, space, mt, backend, out, indent)
         elif key == "user_data":
@@ -222,8 +222,7 @@ def _ec2(name: str, options: dict[str, str], out: Output, indent: int) -> list[s
     if options.get("flavor_names"):
         out.key(indent, "instance_types", options["flavor_names"].split(), "Vcycle's flavor_names")
     if options.get("url"):
-        out.comment(indent, f"url = {options['url']}: not carried over: the ec2 backend talks to the region's AWS "
-                            "endpoint (issue 11 has no endpoint option)")
+        out.key(indent, "endpoint_url", options["url"], "Vcycle's url (docs/backends/ec2.md)")
     out.comment(indent, "credentials: access_key and secret_key never copied here. Put them in the vacagent user's")
     out.comment(indent, f"~/.aws/credentials as [{name}] aws_access_key_id = ... / aws_secret_access_key = ...")
     return ["region", "flavor_names", "url"]
