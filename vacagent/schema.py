@@ -135,6 +135,13 @@ ENDPOINT_SCHEMA: dict[str, Any] = {
         "max_message_bytes": _positive,
         "max_file_bytes": _positive,
         "max_joboutputs_bytes": _positive,
+        "max_joboutputs_files": _positive,
+        "max_machine_requests": _positive,
+        "max_connections": _positive,
+        "max_connections_per_address": _positive,
+        # RFC 9112 leaves keep-alive to the server; clients and proxies commonly give up at 60-75 s.
+        "idle_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 75},
+        "body_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
     },
 }
 

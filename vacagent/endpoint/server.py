@@ -26,6 +26,7 @@ from vacagent import logs
 from vacagent.clock import Clock
 from vacagent.config import EndpointSettings
 from vacagent.endpoint.app import Endpoint
+from vacagent.endpoint.connections import BoundedServer, connection_cap
 from vacagent.endpoint.machines import Directory
 from vacagent.errors import ConfigError
 from vacagent.metrics import Metrics
@@ -33,6 +34,7 @@ from vacagent.state import uptime
 
 log = logs.get("vacagent.endpoint")
 IO_THREADS = 8
+ACCEPT_BACKLOG = 64
 
 
 def tls_context(settings: EndpointSettings) -> ssl.SSLContext | None:
@@ -55,6 +57,7 @@ class EndpointServer:
         self.clock = clock
         self.metrics = metrics
         self.port: int | None = None  # the port actually bound
+        self.max_connections: int | None = None  # the connection cap in force (file limit considered)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="endpoint-io")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -82,7 +85,7 @@ class EndpointServer:
         now = self.clock.now()
         uptime.record_up(self.state_dir, now, self.public_url, f"{self.settings.listen}:{self.port}")
         log.info("endpoint listening", listen=f"{self.settings.listen}:{self.port}", url=self.public_url,
-                 tls=bool(context) or None)
+                 tls=bool(context) or None, max_connections=self.max_connections)
 
     def _serve(self, context: ssl.SSLContext | None) -> None:
         loop = self._loop = asyncio.new_event_loop()
@@ -103,10 +106,18 @@ class EndpointServer:
 
     async def _bind(self, context: ssl.SSLContext | None) -> None:
         endpoint = Endpoint(Directory(self.state_dir, self.settings), self.clock, self.metrics, self._pool)
-        self._runner = web.AppRunner(endpoint.app(), access_log=None, handle_signals=False)
+        self.max_connections = connection_cap(self.settings.max_connections)
+        server = BoundedServer(endpoint.handle, max_connections=self.max_connections,
+                               max_per_address=self.settings.max_connections_per_address, refused=endpoint.refused,
+                               keepalive_timeout=self.settings.idle_timeout_seconds, lingering_time=0,
+                               access_log=None)
+        endpoint.busy = server.busy
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
+        # The backlog is also how many connections asyncio accepts in one go: keep it
+        # well below the file descriptors held in reserve (connections.FD_RESERVE).
         site = web.TCPSite(self._runner, self.settings.listen, self.settings.port, ssl_context=context,
-                           backlog=1024, reuse_address=True)
+                           backlog=ACCEPT_BACKLOG, reuse_address=True)
         try:
             await site.start()
         except BaseException:

@@ -31,6 +31,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import stat
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,10 +39,26 @@ from typing import Any, Iterator
 
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
-from vacagent.state.atomic import append_line, read_json, write_json, write_text
+from vacagent.state.atomic import FILE_MODE, append_line, create, make_dirs, read_json, write_json, write_text
 
 SHUTDOWN_MESSAGE = "shutdown_message"
+MESSAGE_BYTES = 1024  # of a shutdown message, the most the cycle reads
 STAMP = "records.stamp"
+
+
+def _read_output(path: str) -> tuple[str | None, float | None]:
+    """(text, mtime) of a file a machine wrote, or (None, None) if it is absent or not a plain file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None, None  # absent, or a symlink (ELOOP): never followed
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None, None
+        return os.read(fd, MESSAGE_BYTES).decode("utf-8", "replace"), st.st_mtime
+    finally:
+        os.close(fd)
 
 
 def day(t: float) -> str:
@@ -153,20 +170,20 @@ class SpaceStore:
     def write_intent(self, record: MachineRecord, files: dict[str, str] | None = None) -> Path:
         """Create the machine's directory and record; fails if the name exists."""
         path = self.machine_dir(record.name)
-        self.machines_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.machines_dir)
         self._claim()
         tmp = f"{self._machines_prefix}.{record.name}.intent"
         shutil.rmtree(tmp, ignore_errors=True)
         made = {""}
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
-            os.makedirs(os.path.join(tmp, sub))
+            make_dirs(os.path.join(tmp, sub))
             made.add(sub)
         for relative, text in (files or {}).items():
             parent = os.path.dirname(relative)
             if parent not in made:
-                os.makedirs(os.path.join(tmp, parent), exist_ok=True)
+                make_dirs(os.path.join(tmp, parent))
                 made.add(parent)
-            with open(os.path.join(tmp, relative), "w") as f:
+            with os.fdopen(create(os.path.join(tmp, relative)), "w") as f:
                 f.write(text)
         write_json(Path(tmp) / "machine.json", record_to_json(record))
         # The whole directory appears at once: a reader never sees a machine
@@ -183,18 +200,19 @@ class SpaceStore:
         self._cached(record)
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
-        """The machine's shutdown message and heartbeat time (file modification times)."""
+        """The machine's shutdown message and heartbeat time (file modification times).
+
+        What a machine wrote is read defensively: a shutdown_message that is not a
+        regular file with one link (a FIFO, a symlink, a device, a hard link to
+        someone else's file) is ignored, never opened in a way that could block;
+        at most MESSAGE_BYTES are read.  The heartbeat counts only as a regular file."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
-        message = message_at = heartbeat_at = None
-        try:
-            message_at = os.stat(directory + SHUTDOWN_MESSAGE).st_mtime
-            with open(directory + SHUTDOWN_MESSAGE, errors="replace") as f:
-                message = f.read(1024)
-        except FileNotFoundError:
-            message_at = None
+        message, message_at = _read_output(directory + SHUTDOWN_MESSAGE)
+        heartbeat_at = None
         if heartbeat_file:
             try:
-                heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
+                st = os.stat(directory + heartbeat_file, follow_symlinks=False)
+                heartbeat_at = st.st_mtime if stat.S_ISREG(st.st_mode) else None
             except FileNotFoundError:
                 pass
         return Outputs(message, message_at, heartbeat_at)
@@ -203,7 +221,7 @@ class SpaceStore:
         """Leave our message for a machine we end, unless it left its own.  True if written."""
         path = self.machine_dir(name) / "joboutputs" / SHUTDOWN_MESSAGE
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = create(path, FILE_MODE)
         except FileExistsError:
             return False
         except FileNotFoundError:
@@ -216,7 +234,7 @@ class SpaceStore:
         """Move the machine's directory to finished/ and write its accounting line."""
         source = self.machine_dir(record.name)
         target_dir = self.finished_dir / day(now)
-        target_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(target_dir)
         target = target_dir / record.name
         if target.exists():
             target = target_dir / f"{record.name}.{int(now)}"
