@@ -15,6 +15,8 @@ Neighbours: `app` (the handlers), `daemon` (starts and stops it).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ from vacagent.state import uptime
 log = logs.get("vacagent.endpoint")
 IO_THREADS = 8
 ACCEPT_BACKLOG = 64
+KERNEL_BACKLOG = 4096
 
 
 def tls_context(settings: EndpointSettings) -> ssl.SSLContext | None:
@@ -48,6 +51,17 @@ def tls_context(settings: EndpointSettings) -> ssl.SSLContext | None:
         raise ConfigError(f"{settings.config_file}: endpoint.tls_cert: cannot load {settings.tls_cert} "
                           f"with {settings.tls_key}: {e}") from e
     return context
+
+
+def _deepen_queue(fd: int) -> None:
+    """Give the kernel's queue of connections not yet accepted KERNEL_BACKLOG places.
+
+    asyncio passes one number as both the listen() backlog and how many
+    connections it accepts in one go; the second must stay small (each is a
+    file descriptor before the caps can close it), the first large, or a
+    flood fills it and a machine's connection waits a whole SYN retry (1 s)."""
+    with socket.socket(fileno=os.dup(fd)) as listening:
+        listening.listen(KERNEL_BACKLOG)
 
 
 class EndpointServer:
@@ -115,7 +129,8 @@ class EndpointServer:
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         # The backlog is also how many connections asyncio accepts in one go: keep it
-        # well below the file descriptors held in reserve (connections.FD_RESERVE).
+        # well below the file descriptors held in reserve (connections.FD_RESERVE);
+        # the kernel's queue is deepened once listening (_deepen_queue).
         site = web.TCPSite(self._runner, self.settings.listen, self.settings.port, ssl_context=context,
                            backlog=ACCEPT_BACKLOG, reuse_address=True)
         try:
@@ -123,6 +138,8 @@ class EndpointServer:
         except BaseException:
             await self._runner.cleanup()
             raise
+        for listening in site._server.sockets if site._server else ():
+            _deepen_queue(listening.fileno())
         self.port = self._runner.addresses[0][1]
 
     def stop(self) -> None:
