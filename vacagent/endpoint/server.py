@@ -36,7 +36,7 @@ from vacagent.state import uptime
 
 log = logs.get("vacagent.endpoint")
 IO_THREADS = 8
-ACCEPT_BACKLOG = 64
+ACCEPT_BACKLOG = 16  # accepted per loop turn; a few turns of these can be open before the caps close them
 KERNEL_BACKLOG = 4096
 
 
