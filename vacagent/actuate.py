@@ -26,7 +26,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from vacagent import __version__, backoff, errors, features, tokens, userdata
+from vacagent import __version__, backoff, crashpoints, errors, features, tokens, userdata
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
@@ -60,9 +60,10 @@ class Actuator:
     manager_hostname: str = field(default_factory=socket.getfqdn)
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
 
-    def close(self, record: MachineRecord, outcome: Outcome | None, now: float) -> dict[str, Any]:
+    def close(self, record: MachineRecord, outcome: Outcome | None, now: float,
+              machinetype: MachineType | None = None) -> dict[str, Any]:
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
-        line = self.store.close(record, final, now)
+        line = self.store.close(record, final, now, machinetype.fizzle_seconds if machinetype else 0.0)
         self.reporter.machine_closed(self.space, line)
         return line
 
@@ -81,6 +82,7 @@ class Actuator:
         self.store.save(updated)
         self.reporter.machine_deleting(self.space, record, reason, message)
         target = machine or Machine(record.name, record.machinetype, _state(record), record.backend_id)
+        crashpoints.reached("before_delete")
         try:
             self.backend.delete_machine(target)
         except errors.NotFound:
@@ -88,6 +90,7 @@ class Actuator:
         except Exception as e:  # noqa: BLE001 - any backend failure: retry after delete_retry_seconds
             self.reporter.delete_failed(self.space, record.name, e)
             return False
+        crashpoints.reached("after_delete")
         return True
 
     def create(
@@ -140,6 +143,7 @@ class Actuator:
         environment = {kind.upper(): location for kind, location in where.items()}
         environment["VACAGENT_TOKEN"] = token
         request = CreateRequest(name, machinetype, rendered, environment, log_path=directory / "console.log")
+        crashpoints.reached("after_intent")
         try:
             machine = self.backend.create_machine(request)
         except Exception as e:  # noqa: BLE001 - every failure is an input
@@ -148,11 +152,15 @@ class Actuator:
             if backs_off:
                 # The cloud said no for certain: nothing exists, close the record now.
                 message = str(ShutdownMessage(700, f"Failed to start: {e}"))[:200]
-                self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now)
+                self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now, machinetype)
                 feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
-            # Otherwise the machine may exist after all: reconcile adopts it
-            # or closes the record after intent_grace_seconds.
+            else:
+                # The machine may exist after all: reconcile adopts it or closes the
+                # record after intent_grace_seconds.  The backend answered: no longer
+                # "intent", so a machine that never appears is the failure to start it is.
+                self.store.save(replace(record, state=MachineState.UNKNOWN.value))
             return None, feedback
+        crashpoints.reached("after_create")
         record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
         self.store.save(record)
         self.reporter.machine_created(self.space, record, probe)
@@ -170,7 +178,8 @@ class Actuator:
         """Execute the plan; `feedback` is updated in place.  Returns what was done."""
         done: dict[str, Any] = {"created": {}, "deleted": [], "closed": [], "failed": []}
         for close in plan.closes:
-            self.close(records[close.name], close.outcome, now)
+            record = records[close.name]
+            self.close(record, close.outcome, now, machinetypes.get(record.machinetype))
             done["closed"].append(close.name)
         for delete in plan.deletes:
             record = records[delete.name]
