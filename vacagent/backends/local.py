@@ -105,10 +105,10 @@ class LocalBackend:
         if info.get("boot_id") != self._boot_id:
             return False, False
         pid = info["pid"]
-        child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
-            del self._children[pid]  # reaped: no zombie left behind
         stat = _proc_stat(pid)
+        if stat is not None and stat[0] == "Z" and stat[1] == info["start_ticks"]:
+            self._reap(pid)
+            stat = _proc_stat(pid)
         if stat is not None and stat[1] != info["start_ticks"]:
             return False, False
         if stat is not None and stat[0] != "Z":
@@ -118,6 +118,20 @@ class LocalBackend:
         except (ProcessLookupError, PermissionError):
             return False, False
         return False, True
+
+    def _reap(self, pid: int) -> None:
+        """Collect an exited machine's leader.  A zombie still counts as a member of
+        its group (`killpg(pid, 0)` succeeds), so an unreaped one would keep its
+        machine alive forever.  Its Popen may be gone (a reload builds new
+        backends): then wait for the pid itself."""
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.poll()
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not our child (another daemon started it): its parent or init reaps it
 
     def _signal(self, info: dict, sig: int) -> None:
         if self._status(info)[1]:
