@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,7 @@ from vacagent.fetch import Fetcher
 from vacagent.model import NAME_RE, SpaceLimits
 
 from conftest import T0
+from daemon_helpers import wait_for
 
 
 class Hostile:
@@ -256,3 +259,47 @@ def test_failing_source_is_not_asked_again_every_cycle(tmp_path, hostile):
     with pytest.raises(ConfigError, match="next try in 120s"):
         fetcher.get(url, T0 + 61)  # retried once the minute is up, then remembered for twice as long
     assert hostile.hits["/missing"] == 2
+
+
+DAEMON_CONFIG = """
+site: hostile.test
+state_dir: state
+cycle_seconds: 0.5
+spaces:
+  slow:
+    backend: fake
+    processors_limit: 1
+    pipes: [{{source: "{url}", prefix: lab}}]
+  fast:
+    backend: fake
+    processors_limit: 1
+    machinetypes:
+      fast-a: {{user_data: x.sh}}
+"""
+
+
+@pytest.mark.slow
+def test_dribbling_pipe_stalls_neither_another_space_nor_a_reload(tmp_path, hostile, vacagent_bin):
+    (tmp_path / "x.sh").write_text("#!/bin/sh\n")
+    config = tmp_path / "vacagent.yaml"
+    config.write_text(DAEMON_CONFIG.format(url=hostile.base + "/dribble"))
+    log = tmp_path / "log"
+    decisions = tmp_path / "state" / "decisions" / "fast.jsonl"
+
+    def cycles() -> int:
+        return len(decisions.read_text().splitlines()) if decisions.exists() else 0
+
+    daemon = subprocess.Popen([vacagent_bin, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=open(log, "wb"), env={**os.environ, "REQUESTS_CA_BUNDLE": str(hostile.ca_file)})
+    try:
+        wait_for(lambda: cycles() >= 5, 20)  # the fast space runs every 0.5 s while the slow pipe dribbles
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 15)
+        assert time.monotonic() - started < 15
+        before = cycles()
+        wait_for(lambda: cycles() >= before + 3, 10)
+        assert "still downloading" in log.read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
