@@ -40,7 +40,7 @@ spaces:
     processors_limit: 1
     max_machines: 1
     machinetypes:
-      lab-a: {user_data: reporter.sh, fizzle_seconds: 0, heartbeat_file: heartbeat}
+      lab-a: {user_data: reporter.sh, fizzle_seconds: 0}
 """
 
 
