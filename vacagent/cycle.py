@@ -149,7 +149,11 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
 
     listing = space.backend.list_machines()
     machines = {m.name: m for m in listing}
-    rec = reconcile(listing, store.records(), space.name, now, settings.intent_grace_seconds)
+    known = store.records()
+    for name, reason in dict(store.damaged).items():
+        where = store.quarantine(name, now)
+        space.actuator.reporter.record_quarantined(space.name, name, reason, str(where))
+    rec = reconcile(listing, known, space.name, now, settings.intent_grace_seconds)
     for record in rec.changed:
         store.save(record)
     for record in rec.adopted:
@@ -188,6 +192,10 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 outcome_recorded=record.outcome is not None,
                 endpoint_up_since=endpoint_up_since,
                 cause=machine.cause if machine is not None else None,
+                jobs_started=outputs.jobs_started,
+                jobs_started_at=outputs.jobs_started_at,
+                demand=outputs.demand,
+                demand_at=outputs.demand_at,
                 unconfirmed=record.state == "intent",
             )
         )

@@ -49,6 +49,8 @@ from vacagent.state.atomic import (
 SHUTDOWN_MESSAGE = "shutdown_message"
 MESSAGE_BYTES = 1024  # of a shutdown message, the most the cycle reads
 JOB_SECONDS = "job_seconds"  # seconds the machine spent running jobs so far, as it reports them
+JOBS_STARTED = "jobs_started"  # reserved joboutputs names: docs/machine-protocol.md
+DEMAND = "demand"
 STAMP = "records.stamp"
 
 
@@ -79,6 +81,19 @@ class Outputs:
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
     job_seconds: float | None = None
+    jobs_started: int | None = None  # None: no (readable) report
+    jobs_started_at: float | None = None
+    demand: int | None = None
+    demand_at: float | None = None
+
+
+def _count(path: str) -> tuple[int | None, float | None]:
+    """A joboutputs file holding one integer >= 0: (value, mtime); (None, None) if absent or not a count."""
+    content, at = _read_output(path)
+    text = (content or "")[:32].split()
+    if len(text) != 1 or not text[0].isdigit():
+        return None, None
+    return int(text[0]), at
 
 
 def parse_job_seconds(text: str) -> float | None:
@@ -154,6 +169,7 @@ class SpaceStore:
         self._records: dict[str, MachineRecord] | None = None  # None: read them all at the next records()
         self._stamp: str | None = None  # the stamp the cache is valid for
         self._claimed = False  # has this store stamped since the last records()?
+        self.damaged: dict[str, str] = {}  # machine name -> why its record cannot be read (see quarantine)
 
     # -- machine records -------------------------------------------------
 
@@ -178,6 +194,7 @@ class SpaceStore:
 
     def _read_all(self) -> dict[str, MachineRecord]:
         records: dict[str, MachineRecord] = {}
+        self.damaged = {}
         try:
             entries = sorted(os.scandir(self.machines_dir), key=lambda e: e.name)
         except FileNotFoundError:
@@ -186,13 +203,25 @@ class SpaceStore:
         for entry in entries:
             if entry.name.startswith(".") or entry.name in closing:
                 continue
+            path = f"{entry.path}{os.sep}machine.json"
             try:
-                records[entry.name] = record_from_json(read_json(Path(entry.path) / "machine.json"))
+                records[entry.name] = record_from_json(read_json(Path(path)))
             except FileNotFoundError:
-                continue  # a directory being created or removed right now
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{entry.path}/machine.json: unreadable record: {e}") from e
+                if os.path.isdir(entry.path):  # (not a directory closed since the scan)
+                    self.damaged[entry.name] = f"{path}: missing"
+            except (ValueError, TypeError, AttributeError) as e:
+                self.damaged[entry.name] = f"{path}: unreadable record: {e}"
         return records
+
+    def quarantine(self, name: str, now: float) -> Path:
+        """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>:
+        the machine is then adopted (if listed) as one with no record; nothing else waits on it."""
+        target = self.root / "quarantine" / f"{name}.{int(now)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._claim()
+        os.rename(self.machine_dir(name), target)
+        self.damaged.pop(name, None)
+        return target
 
     def _claim(self) -> None:
         """Before this cycle's first write: a fresh stamp tells every other store to re-read."""
@@ -247,12 +276,13 @@ class SpaceStore:
         self._cached(record)
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
-        """The machine's shutdown message and heartbeat time (file modification times).
+        """The machine's shutdown message, heartbeat time (file modification times) and its
+        `jobs_started` and `demand` counts (a file that is not one integer counts as absent).
 
-        What a machine wrote is read defensively: a shutdown_message that is not a
-        regular file with one link (a FIFO, a symlink, a device, a hard link to
-        someone else's file) is ignored, never opened in a way that could block;
-        at most MESSAGE_BYTES are read.  The heartbeat counts only as a regular file."""
+        What a machine wrote is read defensively (`_read_output`): a file that is not a
+        regular file with one link (a FIFO, a symlink, a device, a hard link to someone
+        else's file) is ignored, never opened in a way that could block; at most
+        MESSAGE_BYTES are read.  The heartbeat counts only as a regular file."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
         message, message_at = _read_output(directory + SHUTDOWN_MESSAGE)
         heartbeat_at = None
@@ -262,7 +292,10 @@ class SpaceStore:
                 heartbeat_at = st.st_mtime if stat.S_ISREG(st.st_mode) else None
             except FileNotFoundError:
                 pass
-        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory))
+        jobs_started, jobs_started_at = _count(directory + JOBS_STARTED)
+        demand, demand_at = _count(directory + DEMAND)
+        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory),
+                       jobs_started, jobs_started_at, demand, demand_at)
 
     @staticmethod
     def _job_seconds(joboutputs: str) -> float | None:
