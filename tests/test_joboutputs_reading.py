@@ -69,3 +69,9 @@ def test_control_characters_in_a_message_are_escaped_in_the_log():
     line = logs.KeyValueFormatter(timestamps=False).format(record)
     assert line.isprintable()
     assert "\\n2026-01-01 error forged line\\x1b[2J\\r\\x00\\u2028" in line
+
+
+@pytest.mark.parametrize("name", ["jobs_started", "demand", "job_seconds"])
+def test_fifo_as_a_reported_count_never_blocks(store, name):
+    os.mkfifo(store.machine_dir("m-1") / "joboutputs" / name)
+    outputs_within(store, "m-1")

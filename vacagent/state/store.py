@@ -217,7 +217,7 @@ class SpaceStore:
         """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>:
         the machine is then adopted (if listed) as one with no record; nothing else waits on it."""
         target = self.root / "quarantine" / f"{name}.{int(now)}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent)
         self._claim()
         os.rename(self.machine_dir(name), target)
         self.damaged.pop(name, None)
