@@ -157,7 +157,7 @@ def test_site_override_may_still_name_a_local_file(tmp_path, hostile):
 # ---- local files: regular files only, capped ----------------------------------------------
 
 @pytest.mark.parametrize("path, reason", [
-    ("/dev/zero", "pseudo-filesystem"),
+    ("/dev/zero", "not a regular file"),
     ("/proc/self/environ", "pseudo-filesystem"),
     ("/sys/kernel/mm/transparent_hugepage/enabled", "pseudo-filesystem"),
     ("fifo", "not a regular file"),

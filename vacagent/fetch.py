@@ -19,8 +19,8 @@ What a remote server can do to us is bounded (docs/security.md):
   not asked again before RETRY_MIN_SECONDS, doubling to RETRY_MAX_SECONDS.
 
 Local paths (named by the site configuration or a local pipe only; see
-`definitions`) are read only if they are regular files outside /proc, /sys
-and /dev, opened without blocking, up to MAX_BYTES.
+`definitions`) are read only if they are regular files (no devices, FIFOs or
+directories) outside /proc and /sys, opened without blocking, up to MAX_BYTES.
 
 Used by `definitions` (pipes) and `userdata` (templates).
 """
@@ -54,7 +54,7 @@ WAIT_SECONDS = 5.0  # how long a cycle waits for a download before going on with
 MAX_REDIRECTS = 5
 RETRY_MIN_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
-PSEUDO_FILESYSTEMS = ("/proc/", "/sys/", "/dev/")
+PSEUDO_FILESYSTEMS = ("/proc/", "/sys/")  # regular-looking files that are the kernel's (devices fail S_ISREG)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def read_local(location: str) -> bytes:
     """A local file's bytes: regular files only, outside the kernel's pseudo-filesystems, size-capped."""
     real = os.path.realpath(location)
     if real.startswith(PSEUDO_FILESYSTEMS):
-        raise ConfigError(f"{location}: {real} is in a kernel pseudo-filesystem (/proc, /sys, /dev): never read")
+        raise ConfigError(f"{location}: {real} is in a kernel pseudo-filesystem (/proc, /sys): never read")
     try:
         fd = os.open(location, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
