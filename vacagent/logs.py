@@ -14,10 +14,14 @@ redacted before it is written (`redact`: bearer credentials and endpoint
 tokens), and `setup` puts the one handler on the root logger too, so that
 aiohttp's and asyncio's own records (which may quote a raw request) pass
 through the same redaction.
+With `log_format: json` (for log shippers: VictoriaLogs, Loki, ...) each
+line is one JSON object with the same fields, plus `time`, `level` and
+`message` (JSON escapes control characters; the same redaction applies).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -74,6 +78,20 @@ class KeyValueFormatter(logging.Formatter):
         return redact(line)
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message, then the event's fields (as key=value lines have)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                "message": record.getMessage()}
+        for key, value in getattr(record, "kv", {}).items():
+            if value is not None and key not in line:
+                line[key] = value if isinstance(value, (bool, int, float)) else str(value)
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, ensure_ascii=False))
+
+
 class EventLogger:
     def __init__(self, logger: logging.Logger):
         self.logger = logger
@@ -104,11 +122,14 @@ def _plain(message: str) -> str:
     return message if message.isprintable() else "".join(c if c == " " else _escape(c) for c in message)
 
 
-def setup(level: str = "info") -> None:
+def setup(level: str = "info", format: str = "kv") -> None:
     """One handler, on vacagent's logger (at `level`) and on the root (warnings from libraries)."""
     global _handler
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
+    if format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(KeyValueFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
     logger = logging.getLogger(ROOT)
     logger.handlers.clear()
     logger.addHandler(handler)
