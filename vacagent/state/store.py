@@ -153,7 +153,7 @@ def _write_apel(spec: dict[str, Any]) -> None:
         write_text(archive, spec["text"])
         crashpoints.reached("after_apel_archive")
     if staging is not None and staging.exists():
-        Path(outgoing).parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(Path(outgoing).parent)
         os.rename(staging, outgoing)
         crashpoints.reached("after_apel_outgoing")
 
