@@ -13,6 +13,12 @@ in its user_data (`##user_data_token##`) and its environment
 (`VACAGENT_TOKEN`).  With an endpoint, the machine is also given the URLs
 of its features and joboutputs; without one, the local paths.
 
+With several instances (`state.lease`), the actuator confirms its lease
+epoch immediately before every close, delete and create (`Fence.confirm`,
+one stat of the next epoch's file); a holder that was superseded raises
+LeaseLost there and stops acting on the space at once.  Every new record
+carries the epoch it was created under.
+
 A failed create stops creation of that machinetype for the rest of the
 cycle.  Capacity, quota and permanent errors put the machinetype into
 backoff; a temporary error (timeout, 5xx) does not, and its record is kept
@@ -33,6 +39,7 @@ from vacagent.endpoint.paths import machine_urls
 from vacagent.fetch import Fetcher
 from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
 from vacagent.report import Reporter
+from vacagent.state.lease import Fence
 from vacagent.state.store import SpaceStore
 
 
@@ -59,9 +66,20 @@ class Actuator:
     endpoint_url: str | None = None  # base URL of the endpoint machines report to; None: local paths
     manager_hostname: str = field(default_factory=socket.getfqdn)
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
+    fence: Fence | None = None  # this instance's lease on the space; None: no leases (simulator, tests)
+
+    @property
+    def epoch(self) -> int:
+        return self.fence.epoch if self.fence else 0
+
+    def confirm(self, action: str, name: str) -> None:
+        """Raise LeaseLost unless this instance still holds the space's lease (no-op without leases)."""
+        if self.fence is not None:
+            self.fence.confirm(action, name)
 
     def close(self, record: MachineRecord, outcome: Outcome | None, now: float) -> dict[str, Any]:
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
+        self.confirm("closing", record.name)
         line = self.store.close(record, final, now)
         self.reporter.machine_closed(self.space, line)
         return line
@@ -75,12 +93,14 @@ class Actuator:
         outcome: Outcome | None,
         now: float,
     ) -> bool:
+        self.confirm("deleting", record.name)
         if message:
             self.store.write_shutdown_message(record.name, message)
         updated = replace(record, deleting_since=now, outcome=outcome or record.outcome)
         self.store.save(updated)
         self.reporter.machine_deleting(self.space, record, reason, message)
         target = machine or Machine(record.name, record.machinetype, _state(record), record.backend_id)
+        self.confirm("deleting", record.name)
         try:
             self.backend.delete_machine(target)
         except errors.NotFound:
@@ -133,13 +153,16 @@ class Actuator:
             machinetype=machinetype.name,
             processors=machinetype.processors,
             created=now,
+            epoch=self.epoch,
         )
+        self.confirm("creating", name)
         files = {**features.features(machinetype, now), tokens.HASH_FILE: tokens.digest(token) + "\n"}
         directory = self.store.write_intent(record, files)
         where = urls or {kind: str(directory / kind) for kind in ("machinefeatures", "jobfeatures", "joboutputs")}
         environment = {kind.upper(): location for kind, location in where.items()}
         environment["VACAGENT_TOKEN"] = token
         request = CreateRequest(name, machinetype, rendered, environment, log_path=directory / "console.log")
+        self.confirm("creating", name)
         try:
             machine = self.backend.create_machine(request)
         except Exception as e:  # noqa: BLE001 - every failure is an input

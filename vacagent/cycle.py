@@ -14,7 +14,7 @@ runs, so that two processes on one host never act on one space at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import filelock
@@ -136,6 +136,7 @@ def run_once(space: Space, now: float) -> dict[str, Any]:
 
 def _cycle(space: Space, now: float) -> dict[str, Any]:
     store, settings = space.store, space.settings
+    space.actuator.confirm("running", "a cycle")
     machinetypes, held, definition_errors = _machinetypes(space, now)
 
     listing = space.backend.list_machines()
@@ -144,6 +145,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     for record in rec.changed:
         store.save(record)
     for record in rec.adopted:
+        record = replace(record, epoch=space.actuator.epoch)
         store.write_intent(record)
         space.actuator.reporter.machine_adopted(space.name, record)
 
@@ -198,6 +200,13 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     return record
 
 
+def record_stop(space: Space, now: float, why: str) -> None:
+    """A line in decisions/<space>.jsonl saying that this instance stopped acting on the space, and why
+    (`vacagent why` shows it): another instance holds it now."""
+    space.store.append_decision({"time": now, "at": iso(now), "space": space.name, "stopped": why, **_holder(space)},
+                                space.decisions_max_bytes)
+
+
 def _decision_record(space, now, views, decision, done, definition_errors, feedback) -> dict[str, Any]:
     per_mt: dict[str, dict[str, int]] = {}
     gone = MachineState.GONE
@@ -228,4 +237,11 @@ def _decision_record(space, now, views, decision, done, definition_errors, feedb
             if state.probing
         },
         "definition_errors": definition_errors,
+        **_holder(space),
     }
+
+
+def _holder(space: Space) -> dict[str, Any]:
+    """Who decided: the lease holder and its epoch (nothing without leases)."""
+    fence = space.actuator.fence
+    return {"instance": fence.holder, "epoch": fence.epoch} if fence else {}

@@ -45,6 +45,11 @@ WRAPPER = (
     '[ -n "$term" ] && exit 143; cd work || exit 112; rc=0; "$@" || rc=$?; '
     'echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
 )
+# The machine is not the daemon's child: a launcher starts it in its own
+# session in the background and exits, so it is reparented to init, which
+# reaps it.  A daemon that stops holding the space (another instance took it
+# over) thus never leaves a zombie that looks like a live machine.
+LAUNCH = 'setsid "$@" >&2 </dev/null & echo $!'
 ABANDONED_SECONDS = 60  # a directory with no process.json this old was never launched
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -85,7 +90,6 @@ class LocalBackend:
         self.root = context.state_dir / "local" / context.space
         self.grace = float(context.options.get("terminate_grace_seconds", 10))
         self.requests_made = 0
-        self._children: dict[int, subprocess.Popen] = {}
         self._boot_id = _boot_id()
         self._boot_time = _boot_time()
 
@@ -102,9 +106,6 @@ class LocalBackend:
         if info.get("boot_id") != self._boot_id:
             return False, False
         pid = info["pid"]
-        child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
-            del self._children[pid]  # reaped: no zombie left behind
         stat = _proc_stat(pid)
         if stat is not None and stat[1] != info["start_ticks"]:
             return False, False
@@ -167,23 +168,26 @@ class LocalBackend:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(log_path, "ab") as log:
-                child = subprocess.Popen(
-                    ["/bin/sh", "-c", WRAPPER, "vacagent-machine", *command],
+                launcher = subprocess.Popen(
+                    ["/bin/sh", "-c", LAUNCH, "vacagent-launch", "/bin/sh", "-c", WRAPPER, "vacagent-machine", *command],
                     cwd=directory,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
                 )
+                out, _ = launcher.communicate()
         except OSError as e:
             raise Temporary(f"creating machine {request.name}: cannot start process: {e.strerror}") from e
-        stat = _proc_stat(child.pid)
+        try:
+            pid = int(out)
+        except ValueError:
+            raise Temporary(f"creating machine {request.name}: the launcher gave no pid ({out[:100]!r})") from None
+        stat = _proc_stat(pid)
         if stat is None:
             raise Permanent(f"creating machine {request.name}: process exited at once")
-        self._children[child.pid] = child
         info = {
-            "pid": child.pid,
+            "pid": pid,
             "start_ticks": stat[1],
             "boot_id": self._boot_id,
             "site": self.context.site,

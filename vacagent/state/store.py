@@ -38,6 +38,7 @@ from typing import Any, Iterator
 
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
+from vacagent.state import formats
 from vacagent.state.atomic import append_line, read_json, write_json, write_text
 
 SHUTDOWN_MESSAGE = "shutdown_message"
@@ -62,7 +63,8 @@ _RECORD_FIELDS = tuple(f.name for f in fields(MachineRecord))
 
 def record_to_json(record: MachineRecord) -> dict[str, Any]:
     # asdict() deep-copies every value: 10x slower, and the values are plain already.
-    data = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    data = {formats.KEY: formats.FORMAT}
+    data.update((name, getattr(record, name)) for name in _RECORD_FIELDS)
     if record.outcome is None:
         data.pop("outcome")
     else:
@@ -123,7 +125,8 @@ class SpaceStore:
             if entry.name.startswith("."):
                 continue
             try:
-                records[entry.name] = record_from_json(read_json(Path(entry.path) / "machine.json"))
+                path = Path(entry.path) / "machine.json"
+                records[entry.name] = record_from_json(formats.checked(read_json(path), path))
             except FileNotFoundError:
                 continue  # a directory being created or removed right now
             except (ValueError, TypeError) as e:
@@ -229,6 +232,7 @@ class SpaceStore:
         if self._records is not None:
             self._records.pop(record.name, None)
         line = {
+            formats.KEY: formats.FORMAT,
             "site": self.site,
             "space": self.space,
             "machinetype": record.machinetype,
@@ -268,24 +272,27 @@ class SpaceStore:
 
     def feedback(self, machinetype: str) -> FeedbackState:
         try:
-            data = read_json(self.machinetypes_dir / machinetype / "feedback.json")
+            data = formats.read(self.machinetypes_dir / machinetype / "feedback.json")
         except (FileNotFoundError, ValueError):
             return FeedbackState()
         fields = {k: v for k, v in data.items() if k in FeedbackState.__dataclass_fields__}
         return FeedbackState(**fields)
 
     def save_feedback(self, machinetype: str, state: FeedbackState) -> None:
-        write_json(self.machinetypes_dir / machinetype / "feedback.json", asdict(state))
+        formats.write(self.machinetypes_dir / machinetype / "feedback.json", asdict(state))
 
     def definition(self, machinetype: str) -> dict[str, Any] | None:
+        """The stored definition, without its format key."""
         try:
-            return read_json(self.machinetypes_dir / machinetype / "definition.json")
+            data = formats.read(self.machinetypes_dir / machinetype / "definition.json")
         except (FileNotFoundError, ValueError):
             return None
+        data.pop(formats.KEY, None)
+        return data
 
     def save_definition(self, machinetype: str, definition: dict[str, Any]) -> None:
         if self.definition(machinetype) != definition:
-            write_json(self.machinetypes_dir / machinetype / "definition.json", definition)
+            formats.write(self.machinetypes_dir / machinetype / "definition.json", definition)
 
     def stored_machinetypes(self) -> list[str]:
         if not self.machinetypes_dir.is_dir():
@@ -301,4 +308,4 @@ class SpaceStore:
                 os.replace(path, path.with_suffix(".jsonl.1"))
         except FileNotFoundError:
             pass
-        append_line(path, decision)
+        append_line(path, formats.stamped(decision))
