@@ -220,7 +220,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_why(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
-    for line in status.why(settings, args.space, args.machinetype, max(1, args.cycles)):
+    for line in status.why(settings, args.space, args.machinetype, max(1, args.cycles), SystemClock().now()):
         print(line)
     return 0
 

@@ -74,7 +74,8 @@ class SpaceLoop(threading.Thread):
                 log.warning("cycle skipped", space=self.space.name, why=str(e))
             except LeaseLost as e:
                 self.ended = str(e)
-                log.warning("stopped acting on space", space=self.space.name, why=str(e))
+                log.warning("stopped acting on space", space=self.space.name, why=str(e),
+                            instance=self.space.actuator.fence.holder if self.space.actuator.fence else None)
                 cycle.record_stop(self.space, self.clock.now(), str(e))
                 return
             except formats.FormatTooNew as e:

@@ -152,7 +152,8 @@ class SpaceLease:
         return in_force(renewed, claimed)
 
     def claim(self, holder: str, now: float, lease_seconds: float, previous: Lease | None) -> Lease | None:
-        """Claim the next epoch; None if another instance claimed it first."""
+        """Claim the epoch after `previous` (the lease in force as read, None: never held);
+        None if another instance claimed it, or any later one, first."""
         self.epochs.mkdir(parents=True, exist_ok=True)
         local = filelock.FileLock(str(self.root / "lease.lock"))
         try:
@@ -161,8 +162,8 @@ class SpaceLease:
             return None
         try:
             epoch = self.newest_epoch() + 1
-            if previous is not None and epoch <= previous.epoch:
-                return None
+            if epoch != (previous.epoch + 1 if previous else 1):
+                return None  # claimed by another instance since `previous` was read
             lease = Lease(holder, epoch, now, now + lease_seconds)
             ended = None if previous is None else ("released" if previous.released else "expired")
             body = formats.stamped({
