@@ -46,7 +46,8 @@ def test_kill_9_at_any_point_leaves_no_orphan_and_no_duplicate(tmp_path, site, v
     # One last daemon runs long enough to adopt, close and settle everything.
     daemon = start(vacagent_bin, config, log)
     try:
-        time.sleep(3)
+        # It waits for the lease of the last killed daemon to expire (lease_seconds), then churns.
+        wait_for(lambda: len(accounting(state)) >= 4, timeout=60)
         for _ in range(30):
             live = processes_of_site(site)  # every process, waiting wrappers too: they are gone by now
             peak = max(peak, len(processes_of_site(site, scripts_only=True)))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import kill_site, wait_for
+
+from vacagent import crashpoints
 from instances_helpers import (
     SPACES, Fleet, LimitWatch, check_fencing, check_no_leak, holders, log_events, wait_held_by, write_sites,
 )
@@ -19,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 CYCLE, LEASE = 0.5, 2.0
 NAMES = ["a", "b", "c"]
+CRASH_POINTS = ["after_intent", "after_create"]  # the steps every instance holding a space soon comes to
 
 
 @pytest.fixture
@@ -55,6 +58,7 @@ def test_random_kills_never_double_act_leak_or_overshoot(fleet):
         fleet.start(name)
     wait_held_by(fleet.state_dir, LEASE, NAMES, timeout=30)
     wait_for(lambda: sorted(held_counts(fleet).values()) == [1, 1, 2], timeout=30)  # fair: 4 spaces over 3
+    crashed = []
     for round_ in range(9):
         time.sleep(rng.uniform(0.0, 1.5))  # a random moment in some instance's cycle
         victim = rng.choice(fleet.running())
@@ -73,11 +77,23 @@ def test_random_kills_never_double_act_leak_or_overshoot(fleet):
             assert took <= LEASE + CYCLE + 1.5, f"round {round_}: {victim}'s spaces {mine} held again after {took:.1f}s"
         if rng.random() < 0.5:
             time.sleep(rng.uniform(0.0, LEASE))
-        fleet.start(victim)  # at once: it meets its own unexpired entry and leases
+        # At once or later (it meets its own unexpired entry and leases); every third round set to
+        # die by itself between intent and create, or between create and record (crashpoints).
+        if round_ % 3 == 1:
+            fleet.start(victim, {"VACAGENT_CRASH_AT": rng.choice(CRASH_POINTS)})
+            proc = fleet.procs[victim]
+            assert proc.wait(timeout=60) == crashpoints.EXIT_STATUS  # it took spaces, then died at its point
+            died = time.time()
+            fleet.procs.pop(victim)
+            crashed.append(victim)
+            wait_held_by(fleet.state_dir, LEASE, fleet.running(), timeout=30)
+            assert time.time() - died <= LEASE + CYCLE + 1.5
+        fleet.start(victim)
         check_fencing(fleet.state_dir, fleet)
     wait_for(lambda: sorted(held_counts(fleet).values()) == [1, 1, 2], timeout=30)
     check_no_leak(fleet.state_dir, fleet.site)
     worst = watch.stop()
+    assert len(crashed) == 3
     assert all(worst.get(s, 0) <= 2 for s in SPACES), f"more than max_machines at once: {worst}"
     assert check_fencing(fleet.state_dir, fleet) > 20  # the checks above saw real work
     created = sum(len(log_events(fleet.log_path(n), "machine created")) for n in NAMES)

@@ -32,7 +32,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from vacagent import __version__, backoff, errors, features, tokens, userdata
+from vacagent import __version__, backoff, crashpoints, errors, features, tokens, userdata
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
@@ -100,6 +100,7 @@ class Actuator:
         self.store.save(updated)
         self.reporter.machine_deleting(self.space, record, reason, message)
         target = machine or Machine(record.name, record.machinetype, _state(record), record.backend_id)
+        crashpoints.reached("before_delete")
         self.confirm("deleting", record.name)
         try:
             self.backend.delete_machine(target)
@@ -108,6 +109,7 @@ class Actuator:
         except Exception as e:  # noqa: BLE001 - any backend failure: retry after delete_retry_seconds
             self.reporter.delete_failed(self.space, record.name, e)
             return False
+        crashpoints.reached("after_delete")
         return True
 
     def create(
@@ -162,6 +164,7 @@ class Actuator:
         environment = {kind.upper(): location for kind, location in where.items()}
         environment["VACAGENT_TOKEN"] = token
         request = CreateRequest(name, machinetype, rendered, environment, log_path=directory / "console.log")
+        crashpoints.reached("after_intent")
         self.confirm("creating", name)
         try:
             machine = self.backend.create_machine(request)
@@ -176,6 +179,7 @@ class Actuator:
             # Otherwise the machine may exist after all: reconcile adopts it
             # or closes the record after intent_grace_seconds.
             return None, feedback
+        crashpoints.reached("after_create")
         record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
         self.store.save(record)
         self.reporter.machine_created(self.space, record, probe)

@@ -137,6 +137,8 @@ def run_once(space: Space, now: float) -> dict[str, Any]:
 def _cycle(space: Space, now: float) -> dict[str, Any]:
     store, settings = space.store, space.settings
     space.actuator.confirm("running", "a cycle")
+    for line in store.finish_closes():  # a crash or a full disk interrupted these closes
+        space.actuator.reporter.machine_closed(space.name, line)
     machinetypes, held, definition_errors = _machinetypes(space, now)
 
     listing = space.backend.list_machines()
@@ -176,6 +178,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 outcome_recorded=record.outcome is not None,
                 endpoint_up_since=endpoint_up_since,
                 cause=machine.cause if machine is not None else None,
+                unconfirmed=record.state == "intent",
             )
         )
 

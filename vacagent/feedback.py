@@ -6,6 +6,8 @@ arguments.  The rules, in the order they apply:
 1. stopped or failed (backend), or gone (no longer listed)  -> finished
 2. a shutdown message left more than `shutdown_grace_seconds` ago -> finished
    (the machine said it is done; give it a moment to exit by itself)
+   A machine the backend never confirmed and never listed ends as `never
+   created`: vacagent's own failure, never the project's abort.
 3. starting for longer than `max_starting_seconds`     -> `700 Failed to start`
 4. running longer than `max_wallclock_seconds`          -> `700 Exceeded max_wallclock_seconds`
 5. heartbeat configured, machine past `fizzle_seconds`, heartbeat older than
@@ -41,6 +43,7 @@ from vacagent.model import (
     FAILED_TO_START,
     HEARTBEAT_STALE,
     MACHINETYPE_GONE,
+    NEVER_CREATED,
     MachineState,
     MachineType,
     MachineView,
@@ -115,6 +118,9 @@ def assess(
         at = view.stopped if view.stopped is not None else now
         ran = _ran(view, at)
         never_ran = view.started is None and view.state in (MachineState.FAILED, MachineState.GONE)
+        if never_ran and view.unconfirmed and view.state is MachineState.GONE and own is None:
+            # vacagent's own failure (it stopped before the backend saw the create): not the project's abort.
+            return Assessment(Verdict.FINISHED, 0.0, outcome=Outcome("", None, 0.0, False, NEVER_CREATED, at))
         ours = FAILED_TO_START if never_ran else None
         return end(Verdict.FINISHED, ran, ours, view.state.value, at)
 

@@ -4,7 +4,9 @@ feedback and definitions, finished machines, accounting and decision records.
 Intent before action: `write_intent` creates the machine's directory (with
 its record) before the backend is asked to create it; the name is the
 idempotency key.  A record is closed (moved to `finished/<date>/<name>/`,
-with one accounting line) only once the backend no longer lists the machine.
+with one accounting line) only once the backend no longer lists the machine;
+the close is journaled first (`closing/<name>.json`) so that it happens
+exactly once whatever interrupts it (`close`, `finish_closes`).
 
 Only the holder of the space's cycle lock writes machine.json and
 feedback.json; the endpoint writes only inside joboutputs/, which
@@ -36,10 +38,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from vacagent import crashpoints
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
 from vacagent.state import formats
-from vacagent.state.atomic import append_line, read_json, write_json, write_text
+from vacagent.state.atomic import append_line, read_json, read_lines, write_json, write_text
 
 SHUTDOWN_MESSAGE = "shutdown_message"
 STAMP = "records.stamp"
@@ -72,6 +75,36 @@ def record_to_json(record: MachineRecord) -> dict[str, Any]:
     return data
 
 
+def accounting_line(site: str, record: MachineRecord, outcome: Outcome, closing: str) -> dict[str, Any]:
+    """A closed machine's accounting line (the one place it is built); `closing` is its close's id."""
+    return {
+        formats.KEY: formats.FORMAT,
+        "site": site,
+        "space": record.space,
+        "machinetype": record.machinetype,
+        "machine": record.name,
+        "processors": record.processors,
+        "created": record.created,
+        "started": record.started,
+        "ended": outcome.at,
+        "ran_seconds": outcome.ran_seconds,
+        "shutdown_message": outcome.message,
+        "code": outcome.code,
+        "aborted": outcome.aborted,
+        "reason": outcome.reason,
+        "cause": outcome.cause,
+        "closing": closing,
+    }
+
+
+def _has_closing(path: Path, closing: str) -> bool:
+    """Does the accounting file already hold the line of this close?"""
+    try:
+        return any(line.get("closing") == closing for line in read_lines(path))
+    except FileNotFoundError:
+        return False
+
+
 def record_from_json(data: dict[str, Any]) -> MachineRecord:
     outcome = data.get("outcome")
     fields = {k: v for k, v in data.items() if k in MachineRecord.__dataclass_fields__}
@@ -88,6 +121,7 @@ class SpaceStore:
         self.machines_dir = self.root / "machines"
         self.finished_dir = self.root / "finished"
         self.machinetypes_dir = self.root / "machinetypes"
+        self.closing_dir = self.root / "closing"
         self.decisions_path = state_dir / "decisions" / f"{space}.jsonl"
         self._machines_prefix = f"{self.machines_dir}{os.sep}"  # str paths: pathlib costs ~3 us a join
         self._records: dict[str, MachineRecord] | None = None  # None: read them all at the next records()
@@ -121,8 +155,9 @@ class SpaceStore:
             entries = sorted(os.scandir(self.machines_dir), key=lambda e: e.name)
         except FileNotFoundError:
             entries = []
+        closing = set(self._closing())  # journaled as closed: no longer open, whatever is left
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.name in closing:
                 continue
             try:
                 path = Path(entry.path) / "machine.json"
@@ -216,40 +251,66 @@ class SpaceStore:
         return True
 
     def close(self, record: MachineRecord, outcome: Outcome, now: float) -> dict[str, Any]:
-        """Move the machine's directory to finished/ and write its accounting line."""
-        source = self.machine_dir(record.name)
+        """Close a record: move the machine's directory to finished/ and write its accounting line.
+
+        Exactly once, whatever crash or full disk interrupts it: the whole
+        close is first journaled in `closing/<name>.json` (the finished
+        record, where it goes, the accounting line with its `closing` id);
+        from then on the record is no longer open, and `finish_closes()`
+        completes any step a crash left undone.
+        """
         target_dir = self.finished_dir / day(now)
-        target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / record.name
         if target.exists():
             target = target_dir / f"{record.name}.{int(now)}"
-        final = {**record_to_json(record), "outcome": asdict(outcome), "closed": now}
+        closing = secrets.token_hex(8)
+        final = {**record_to_json(record), "outcome": asdict(outcome), "closed": now, "closing": closing}
+        journal = {
+            "record": final,
+            "finished": str(target.relative_to(self.root)),
+            "accounting": f"{day(now)}.jsonl",
+            "line": accounting_line(self.site, record, outcome, closing),
+        }
         self._claim()
-        if source.exists():
-            with self._writing():
-                write_json(source / "machine.json", final)
-                os.rename(source, target)
+        with self._writing():
+            formats.write(self.closing_dir / f"{record.name}.json", journal)
         if self._records is not None:
             self._records.pop(record.name, None)
-        line = {
-            formats.KEY: formats.FORMAT,
-            "site": self.site,
-            "space": self.space,
-            "machinetype": record.machinetype,
-            "machine": record.name,
-            "processors": record.processors,
-            "created": record.created,
-            "started": record.started,
-            "ended": outcome.at,
-            "ran_seconds": outcome.ran_seconds,
-            "shutdown_message": outcome.message,
-            "code": outcome.code,
-            "aborted": outcome.aborted,
-            "reason": outcome.reason,
-            "cause": outcome.cause,
-        }
-        append_line(self.state_dir / "accounting" / f"{day(now)}.jsonl", line)
-        return line
+        crashpoints.reached("after_close_journal")
+        self._complete(record.name, journal, recovering=False)
+        return journal["line"]
+
+    def finish_closes(self) -> list[dict[str, Any]]:
+        """Complete the closes a crash or an error interrupted; returns their accounting lines."""
+        done = []
+        for name in self._closing():
+            journal = formats.read(self.closing_dir / f"{name}.json")
+            self._complete(name, journal, recovering=True)
+            done.append(journal["line"])
+        return done
+
+    def _closing(self) -> list[str]:
+        """Names of the machines whose close is journaled and not yet complete."""
+        try:
+            return sorted(e.name[:-5] for e in os.scandir(self.closing_dir)
+                          if e.name.endswith(".json") and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def _complete(self, name: str, journal: dict[str, Any], recovering: bool) -> None:
+        source = self.machine_dir(name)
+        if source.exists():
+            target = self.root / journal["finished"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_json(source / "machine.json", journal["record"])
+            os.rename(source, target)
+        crashpoints.reached("after_finished")
+        path = self.state_dir / "accounting" / journal["accounting"]
+        closing = journal["line"]["closing"]
+        if not (recovering and _has_closing(path, closing)):
+            append_line(path, journal["line"], crash_point="mid_append")
+        crashpoints.reached("after_accounting")
+        os.unlink(self.closing_dir / f"{name}.json")
 
     def prune_finished(self, now: float, retention_days: float) -> int:
         """Remove finished/<date>/ directories older than the retention period."""
