@@ -8,6 +8,8 @@
 #                                  uses only the time, and an unchanged TEXT, or none,
 #                                  is the cheapest to refresh)
 #   vacagent_shutdown CODE TEXT    leave the shutdown message "CODE TEXT" (retried 5 times)
+#   vacagent_job_seconds SECONDS   report the seconds spent running jobs so far (an integer:
+#                                  vacagent's useful-time ledger; docs/ledger.md)
 #   vacagent_put FILE TEXT         write TEXT to joboutputs/FILE (a log, a summary, ...)
 #   vacagent_get KIND KEY          print machinefeatures/KEY or jobfeatures/KEY
 #
@@ -50,6 +52,13 @@ vacagent_get() {
 
 vacagent_heartbeat() {
     vacagent_put "${VACAGENT_HEARTBEAT_FILE:-heartbeat}" "${1:-}"
+}
+
+vacagent_job_seconds() {
+    case "$1" in
+    '' | *[!0-9]*) echo "vacagent_job_seconds: SECONDS is a whole number, not '$1'" >&2; return 2 ;;
+    esac
+    vacagent_put job_seconds "$1"
 }
 
 vacagent_shutdown() {

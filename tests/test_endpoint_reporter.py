@@ -134,3 +134,17 @@ def test_reporters_write_local_directories_without_an_endpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     assert joboutputs.joinpath("heartbeat").read_text() == "beat\n"
     assert sorted(p.name for p in joboutputs.iterdir()) == ["heartbeat", SHUTDOWN_MESSAGE]
+
+
+@needs_curl
+def test_reporters_report_job_seconds_for_the_ledger(endpoint):
+    directory, env = machine(endpoint)
+    job_seconds = directory / "joboutputs" / "job_seconds"
+    assert python_reporter(env, "job_seconds", "1200").returncode == 0
+    assert job_seconds.read_text() == "1200"
+    assert python_reporter(env, "job_seconds", "-5").returncode == 2
+    result = shell_reporter(env, "vacagent_job_seconds 3600")
+    assert result.returncode == 0, result.stderr
+    assert job_seconds.read_text() == "3600"
+    assert shell_reporter(env, "vacagent_job_seconds 1.5").returncode == 2
+    assert job_seconds.read_text() == "3600"

@@ -77,10 +77,11 @@ class Actuator:
         if self.fence is not None:
             self.fence.confirm(action, name)
 
-    def close(self, record: MachineRecord, outcome: Outcome | None, now: float) -> dict[str, Any]:
+    def close(self, record: MachineRecord, outcome: Outcome | None, now: float,
+              machinetype: MachineType | None = None) -> dict[str, Any]:
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
         self.confirm("closing", record.name)
-        line = self.store.close(record, final, now)
+        line = self.store.close(record, final, now, machinetype.fizzle_seconds if machinetype else 0.0)
         self.reporter.machine_closed(self.space, line)
         return line
 
@@ -174,10 +175,13 @@ class Actuator:
             if backs_off:
                 # The cloud said no for certain: nothing exists, close the record now.
                 message = str(ShutdownMessage(700, f"Failed to start: {e}"))[:200]
-                self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now)
+                self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now, machinetype)
                 feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
-            # Otherwise the machine may exist after all: reconcile adopts it
-            # or closes the record after intent_grace_seconds.
+            else:
+                # The machine may exist after all: reconcile adopts it or closes the
+                # record after intent_grace_seconds.  The backend answered: no longer
+                # "intent", so a machine that never appears is the failure to start it is.
+                self.store.save(replace(record, state=MachineState.UNKNOWN.value))
             return None, feedback
         crashpoints.reached("after_create")
         record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
@@ -197,7 +201,8 @@ class Actuator:
         """Execute the plan; `feedback` is updated in place.  Returns what was done."""
         done: dict[str, Any] = {"created": {}, "deleted": [], "closed": [], "failed": []}
         for close in plan.closes:
-            self.close(records[close.name], close.outcome, now)
+            record = records[close.name]
+            self.close(record, close.outcome, now, machinetypes.get(record.machinetype))
             done["closed"].append(close.name)
         for delete in plan.deletes:
             record = records[delete.name]

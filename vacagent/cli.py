@@ -6,6 +6,7 @@
     vacagent why       why the last cycle(s) created, deleted or held back
     vacagent validate  check the configuration, or one vacuum pipe, without acting
     vacagent simulate  run policies on a simulated lab and compare them (no cloud, no config)
+    vacagent usage     how much of the lab's time was useful, per project and lab-wide
 
 Every command takes `--config FILE` (default /etc/vacagent/vacagent.yaml,
 or $VACAGENT_CONFIG).
@@ -19,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vacagent import __version__, config, coordinator, cycle, definitions, logs, status
+from vacagent import __version__, config, coordinator, cycle, definitions, logs, status, usage
 from vacagent.backends.registry import BACKENDS
 from vacagent.clock import SystemClock
 from vacagent.config import PipeSettings, SpaceSettings
@@ -137,7 +138,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run at most N policies at once, in worker processes (default: one per CPU)")
     p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p = sub.add_parser("usage", help="useful-time fraction per project and lab-wide, and where the rest went",
+                       description="From the state directory alone (accounting lines and open machine "
+                                   "records): the useful-time fraction (working / all of the machines' time, "
+                                   "in processor-seconds) per group and for the lab over the period, against "
+                                   "the lab's 25/50/75%% steps, with the phases that made up the rest: "
+                                   "starting, idle, lost, draining (docs/ledger.md).")
+    _state_arguments(p)
+    p.add_argument("--since", metavar="DATE", help="start of the period (YYYY-MM-DD or ISO time, UTC; "
+                                                   "default: 7 days before --until)")
+    p.add_argument("--until", metavar="DATE", help="end of the period (default: now)")
+    p.add_argument("--by", choices=usage.BY, default="project", help="group by (default: project, the "
+                                                                     "machinetype's name up to its first hyphen)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the phases stacked over time, one panel "
+                                                                "per group (needs matplotlib: vacagent[sim])")
     return parser
+
+
+def _state_arguments(parser: argparse.ArgumentParser) -> None:
+    _config_argument(parser)
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="read this state directory (a copy, another host's) instead of the configuration's")
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return args.state_dir if args.state_dir else config.load(args.config).state_dir
 
 
 def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
@@ -240,8 +266,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    try:
+        until = usage.parse_time(args.until) if args.until else now
+        since = usage.parse_time(args.since) if args.since else until - 7 * 86400
+    except ValueError as e:
+        print(f"vacagent usage: {e}", file=sys.stderr)
+        return 2
+    if since >= until:
+        print("vacagent usage: --since must be before --until", file=sys.stderr)
+        return 2
+    if args.plot:
+        from vacagent import usage_plot  # matplotlib: only now, and only if installed
+
+        usage_plot.check()
+    report, found, skipped = usage.usage(_state_dir(args), since, until, now, args.by)
+    if args.json:
+        json.dump({**report, "notes": skipped}, sys.stdout, indent=1)
+        print()
+    else:
+        for line in usage.format_report(report, skipped):
+            print(line)
+    if args.plot:
+        starts, per_group = usage.series(found, args.by, since, until)
+        usage_plot.draw(report, starts, per_group, args.plot)
+        print(f"usage: plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "once": cmd_once, "status": cmd_status, "why": cmd_why, "validate": cmd_validate,
-            "simulate": cmd_simulate}
+            "simulate": cmd_simulate, "usage": cmd_usage}
 
 
 def main(argv: list[str] | None = None) -> int:

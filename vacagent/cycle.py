@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import filelock
 
-from vacagent import definitions, planner
+from vacagent import definitions, ledger, planner
 from vacagent.actuate import Actuator
 from vacagent.backends import registry
 from vacagent.backends.base import Backend, BackendContext
@@ -27,7 +27,7 @@ from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import ConfigError
 from vacagent.fetch import Fetcher
-from vacagent.model import STATE_VALUE, MachineState, MachineType, MachineView, iso
+from vacagent.model import STATE_VALUE, MachineRecord, MachineState, MachineType, MachineView, iso
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
 from vacagent.state import uptime
@@ -154,11 +154,13 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     endpoint_up_since = uptime.up_since(store.state_dir)
     views = []
     records = {}
+    job_seconds: dict[str, float | None] = {}
     for pair in rec.pairs:
         record, machine = pair.record, pair.machine
         records[record.name] = record
         mt = machinetypes.get(record.machinetype)
         outputs = store.outputs(record.name, mt.heartbeat_file if mt else None)
+        job_seconds[record.name] = outputs.job_seconds
         message, message_at = outputs.shutdown_message, outputs.shutdown_message_at
         if not message and machine is not None and machine.message:
             message, message_at = machine.message, machine.stopped_at
@@ -198,6 +200,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
 
     store.prune_finished(now, space.retention_days)
     record = _decision_record(space, now, views, decision, done, definition_errors, current)
+    record["ledger_live"] = _live_ledger(store.records(), job_seconds, machinetypes, now)
     store.append_decision(record, space.decisions_max_bytes)
     space.actuator.reporter.cycle_done(space.name, record)
     return record
@@ -208,6 +211,17 @@ def record_stop(space: Space, now: float, why: str) -> None:
     (`vacagent why` shows it): another instance holds it now."""
     space.store.append_decision({"time": now, "at": iso(now), "space": space.name, "stopped": why, **_holder(space)},
                                 space.decisions_max_bytes)
+
+
+def _live_ledger(records: dict[str, MachineRecord], job_seconds: dict[str, float | None],
+                 machinetypes: dict[str, MachineType], now: float) -> dict[str, dict[str, float]]:
+    """Running totals of the machines still open after this cycle: machinetype -> phase -> processor-seconds."""
+    live: dict[str, dict[str, float]] = {}
+    for record in records.values():
+        mt = machinetypes.get(record.machinetype)
+        life = ledger.open_life(record, job_seconds.get(record.name), mt.fizzle_seconds if mt else 0.0)
+        ledger.add(live.setdefault(record.machinetype, {}), ledger.seconds(ledger.spans(life, now)), record.processors)
+    return {mt: {k: round(v, 3) for k, v in phases.items()} for mt, phases in live.items()}
 
 
 def _decision_record(space, now, views, decision, done, definition_errors, feedback) -> dict[str, Any]:

@@ -192,8 +192,8 @@ class MachineView:
     outcome_recorded: bool = False
     endpoint_up_since: float | None = None  # when the endpoint taking its heartbeats last came up
     cause: Cause | None = None  # from the backend listing
-    # The backend never confirmed its create: vacagent stopped before the call
-    # returned (or it failed temporarily); the record still reads "intent".
+    # The backend never answered its create: vacagent stopped before the call
+    # returned, and the record still reads "intent".
     unconfirmed: bool = False
 
 

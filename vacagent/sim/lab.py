@@ -109,6 +109,7 @@ class Lab:
         elif kind == _JOB_DONE:
             if m.job == arg:
                 self.job_end[arg] = self.now
+                m.life.end_job(self.now)
                 m.job = None
                 self._take_work(m)
         elif kind == _IDLE:
@@ -205,6 +206,7 @@ class Lab:
         queue.popleft()
         m.job = j
         m.life.jobs_started += 1
+        m.life.start_job(self.now, self.jobs[j].processors / m.life.processors)
         self.job_start[j] = self.now
         self._push(self.now + self.jobs[j].duration, _JOB_DONE, m, j)
 
@@ -232,6 +234,7 @@ class Lab:
         if j is None:
             return
         m.job = None
+        m.life.end_job(self.now)
         job = self.jobs[j]
         self.lost[job.project] += job.processors * (self.now - self.job_start[j])
         self.job_start[j] = None

@@ -69,6 +69,7 @@ def run_cycles(scenario: Scenario, policy: str, planner: PlannerFactory, workdir
         backend = SimBackend(lab, spec.name, scenario.start_epoch)
         space = cycle.build(settings, _space_settings(scenario, spec, user_data), Reporter(), clock, backend=backend)
         space.decide = planner(scenario, spec)
+        backend.machines_dir = space.store.machines_dir
         space.actuator.names = lambda machinetype: f"{machinetype}-{next(serial):06x}"
         space.actuator.manager_hostname = "simulator"
         spaces.append(space)

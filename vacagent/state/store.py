@@ -38,13 +38,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from vacagent import crashpoints
+from vacagent import crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
 from vacagent.state import formats
 from vacagent.state.atomic import append_line, read_json, read_lines, write_json, write_text
 
 SHUTDOWN_MESSAGE = "shutdown_message"
+JOB_SECONDS = "job_seconds"  # seconds the machine spent running jobs so far, as it reports them
 STAMP = "records.stamp"
 
 
@@ -59,6 +60,16 @@ class Outputs:
     shutdown_message: str | None = None
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
+    job_seconds: float | None = None
+
+
+def parse_job_seconds(text: str) -> float | None:
+    """A job_seconds file's value: a non-negative number, else None (treated as not reported)."""
+    try:
+        value = float(text.strip().split()[0])
+    except (ValueError, IndexError):
+        return None
+    return value if value >= 0 and value == value and value != float("inf") else None
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(MachineRecord))
@@ -235,7 +246,15 @@ class SpaceStore:
                 heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
             except FileNotFoundError:
                 pass
-        return Outputs(message, message_at, heartbeat_at)
+        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory))
+
+    @staticmethod
+    def _job_seconds(joboutputs: str) -> float | None:
+        try:
+            with open(joboutputs + JOB_SECONDS, errors="replace") as f:
+                return parse_job_seconds(f.read(64))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def write_shutdown_message(self, name: str, message: str) -> bool:
         """Leave our message for a machine we end, unless it left its own.  True if written."""
@@ -250,8 +269,9 @@ class SpaceStore:
             f.write(message + "\n")
         return True
 
-    def close(self, record: MachineRecord, outcome: Outcome, now: float) -> dict[str, Any]:
-        """Close a record: move the machine's directory to finished/ and write its accounting line.
+    def close(self, record: MachineRecord, outcome: Outcome, now: float, fizzle_seconds: float = 0.0) -> dict[str, Any]:
+        """Close a record: move the machine's directory to finished/ and write its accounting line
+        (with the machine's ledger, docs/ledger.md).
 
         Exactly once, whatever crash or full disk interrupts it: the whole
         close is first journaled in `closing/<name>.json` (the finished
@@ -259,6 +279,7 @@ class SpaceStore:
         from then on the record is no longer open, and `finish_closes()`
         completes any step a crash left undone.
         """
+        job_seconds = self._job_seconds(f"{self._machines_prefix}{record.name}{os.sep}joboutputs{os.sep}")
         target_dir = self.finished_dir / day(now)
         target = target_dir / record.name
         if target.exists():
@@ -269,7 +290,9 @@ class SpaceStore:
             "record": final,
             "finished": str(target.relative_to(self.root)),
             "accounting": f"{day(now)}.jsonl",
-            "line": accounting_line(self.site, record, outcome, closing),
+            "line": {**accounting_line(self.site, record, outcome, closing),
+                     **ledger.accounting_fields(ledger.closed_life(record, outcome, now, job_seconds, fizzle_seconds),
+                                                now)},
         }
         self._claim()
         with self._writing():
