@@ -4,30 +4,22 @@ space together, never leak a machine, never exceed a limit; a SIGTERM hands spac
 from __future__ import annotations
 
 import random
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from daemon_helpers import kill_site, wait_for
-
-from vacagent import crashpoints
 from instances_helpers import (
     SPACES, Fleet, LimitWatch, check_fencing, check_no_leak, holders, log_events, wait_held_by, write_sites,
 )
+
+from vacagent import crashpoints
 
 pytestmark = pytest.mark.slow
 
 CYCLE, LEASE = 0.5, 2.0
 NAMES = ["a", "b", "c"]
 CRASH_POINTS = ["after_intent", "after_create"]  # the steps every instance holding a space soon comes to
-
-
-@pytest.fixture
-def vacagent_bin():
-    path = shutil.which("vacagent") or str(Path(__import__("sys").executable).with_name("vacagent"))
-    return path
 
 
 @pytest.fixture

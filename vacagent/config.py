@@ -290,3 +290,21 @@ def load(main: Path | str | None = None) -> Settings:
         files=tuple(str(p) for p in files),
         endpoint=endpoint,
     )
+
+
+# Settings a running daemon cannot take on: its machines and records live
+# under the old ones (state_dir, site), or were told where to report (the
+# endpoint's address: moving it would strand every running machine's heartbeat).
+RESTART_ONLY = ("site", "state_dir", "instance_name")  # and whether there is an endpoint at all
+ENDPOINT_RESTART_ONLY = ("listen", "port", "public_url", "tls_cert", "tls_key")
+
+
+def restart_needed(running: Settings, new: Settings) -> list[str]:
+    """The keys that differ between `running` and `new` and need a restart to change."""
+    keys = [k for k in RESTART_ONLY if getattr(running, k) != getattr(new, k)]
+    if (running.endpoint is None) != (new.endpoint is None):
+        keys.append("endpoint")
+    elif running.endpoint is not None and new.endpoint is not None:
+        keys += [f"endpoint.{k}" for k in ENDPOINT_RESTART_ONLY
+                 if getattr(running.endpoint, k) != getattr(new.endpoint, k)]
+    return keys
