@@ -265,3 +265,25 @@ def test_state_reported_by_backend(tmp_path):
     assert lab.records[name].state == MachineState.STARTING.value
     lab.cycle(100)
     assert lab.records[name].state == "running" and lab.records[name].started == T0 + 100
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_an_unreadable_record_is_set_aside_alone_and_its_machine_adopted(tmp_path, damage):
+    lab = Lab(tmp_path, processors_limit=3, budget=3)
+    lab.cycle()
+    broken, *others = sorted(lab.records)
+    path = lab.space.store.machine_dir(broken) / "machine.json"
+    if damage == "truncated":
+        path.write_text(path.read_text()[:40])
+    else:
+        path.unlink()
+    fresh = cycle.build(lab.settings, lab.space_settings, Reporter(), lab.clock, backend=lab.backend)  # a restart
+    lab.space = fresh
+    lab.backend.stop(others[0], "300 No more work available")
+    d = lab.cycle(60)
+    (moved,) = (lab.space.store.root / "quarantine").iterdir()
+    assert moved.name.startswith(broken + ".") and (moved / "joboutputs").is_dir()
+    assert lab.records[broken].adopted  # managed again, as a machine with no record
+    assert others[0] in {x["machine"] for x in d["deleted"]}  # every other machine goes on
+    d = lab.cycle(60)
+    assert others[0] in d["closed"] and {broken, *others[1:]} <= set(lab.records)

@@ -7,6 +7,7 @@
     vacagent validate  check the configuration, or one vacuum pipe, without acting
     vacagent simulate  run policies on a simulated lab and compare them (no cloud, no config)
     vacagent usage     how much of the lab's time was useful, per project and lab-wide
+    vacagent health    one week's health and whether it compares with another week
 
 Every command takes `--config FILE` (default /etc/vacagent/vacagent.yaml,
 or $VACAGENT_CONFIG).
@@ -20,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vacagent import __version__, config, coordinator, cycle, definitions, logs, status, usage
+from vacagent import __version__, config, coordinator, cycle, definitions, health, logs, status, usage
 from vacagent.backends.registry import BACKENDS
 from vacagent.clock import SystemClock
 from vacagent.config import PipeSettings, SpaceSettings
@@ -153,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the phases stacked over time, one panel "
                                                                 "per group (needs matplotlib: vacagent[sim])")
+
+    p = sub.add_parser("health", help="one ISO week's health, compared with another: are they comparable?",
+                       description="From the state directory alone (accounting and decision records): boot "
+                                   "latency, abort and fizzle rates per machinetype, cloud API error rate and "
+                                   "latency per operation, heartbeat lateness, time in backoff, capacity and "
+                                   "quota refusals, the useful fraction; then a verdict on whether the two "
+                                   "weeks are comparable, naming each figure that moved past its threshold "
+                                   "(docs/operations.md).")
+    _state_arguments(p)
+    p.add_argument("--week", metavar="ISO-WEEK", help="the week to report, e.g. 2026-W48 (default: this week)")
+    p.add_argument("--compare", metavar="ISO-WEEK", help="the week to compare with (default: the week before)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -295,8 +308,30 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    try:
+        week = args.week or health.week_of(now)
+        other = args.compare or health.previous_week(week)
+        health.week_range(week), health.week_range(other)
+    except ValueError as e:
+        print(f"vacagent health: {e}", file=sys.stderr)
+        return 2
+    state_dir = _state_dir(args)
+    mine, theirs = health.week_health(state_dir, week, now), health.week_health(state_dir, other, now)
+    verdict = health.compare(mine, theirs)
+    if args.json:
+        json.dump({"week": mine, "compared_with": theirs, "verdict": verdict}, sys.stdout, indent=1)
+        print()
+    else:
+        for line in health.format_report(mine, theirs, verdict):
+            print(line)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "once": cmd_once, "status": cmd_status, "why": cmd_why, "validate": cmd_validate,
-            "simulate": cmd_simulate, "usage": cmd_usage}
+            "simulate": cmd_simulate, "usage": cmd_usage,
+            "health": cmd_health}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from vacagent import definitions, ledger, planner
 from vacagent.actuate import Actuator
 from vacagent.backends import registry
 from vacagent.backends.base import Backend, BackendContext
+from vacagent.backends.metered import Metered
 from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import ConfigError
@@ -65,20 +66,25 @@ class Space:
         return self.actuator.store
 
     @property
-    def backend(self) -> Backend:
-        return self.actuator.backend
+    def backend(self) -> Metered:
+        return self.actuator.backend  # type: ignore[return-value]  # build() always meters it
 
 
 def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: Clock | None = None,
           backend: Backend | None = None, endpoint_url: str | None = None) -> Space:
     """Build a space's runtime; `backend` may be given (tests, simulator) instead of the configured one;
     `endpoint_url` is the running endpoint's (default: as configured)."""
-    context = BackendContext(settings.site, space.name, settings.state_dir, space.options, clock or SystemClock())
+    clock = clock or SystemClock()
+    context = BackendContext(settings.site, space.name, settings.state_dir, space.options, clock)
     store = SpaceStore(settings.state_dir, space.name, settings.site)
+
+    def observe(operation: str, outcome: str, seconds: float) -> None:
+        reporter.backend_request(space.name, space.backend, operation, outcome, seconds)
+
     actuator = Actuator(
         space=space.name,
         site=settings.site,
-        backend=backend or registry.create(space.backend, context),
+        backend=Metered(backend or registry.create(space.backend, context), clock.monotonic, observe),
         store=store,
         fetcher=Fetcher(settings.state_dir / "cache"),
         reporter=reporter,
@@ -143,7 +149,11 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
 
     listing = space.backend.list_machines()
     machines = {m.name: m for m in listing}
-    rec = reconcile(listing, store.records(), space.name, now, settings.intent_grace_seconds)
+    known = store.records()
+    for name, reason in dict(store.damaged).items():
+        where = store.quarantine(name, now)
+        space.actuator.reporter.record_quarantined(space.name, name, reason, str(where))
+    rec = reconcile(listing, known, space.name, now, settings.intent_grace_seconds)
     for record in rec.changed:
         store.save(record)
     for record in rec.adopted:
@@ -155,12 +165,15 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     views = []
     records = {}
     job_seconds: dict[str, float | None] = {}
+    heartbeats: dict[str, dict[str, float]] = {}
     for pair in rec.pairs:
         record, machine = pair.record, pair.machine
         records[record.name] = record
         mt = machinetypes.get(record.machinetype)
         outputs = store.outputs(record.name, mt.heartbeat_file if mt else None)
         job_seconds[record.name] = outputs.job_seconds
+        if mt is not None and mt.heartbeat_checked and pair.state is MachineState.RUNNING:
+            _heartbeat_age(heartbeats, mt, record.started, outputs.heartbeat_at, endpoint_up_since, now)
         message, message_at = outputs.shutdown_message, outputs.shutdown_message_at
         if not message and machine is not None and machine.message:
             message, message_at = machine.message, machine.stopped_at
@@ -201,6 +214,8 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     store.prune_finished(now, space.retention_days)
     record = _decision_record(space, now, views, decision, done, definition_errors, current)
     record["ledger_live"] = _live_ledger(store.records(), job_seconds, machinetypes, now)
+    record["heartbeats"] = heartbeats
+    record["api"] = space.backend.take_summary()
     store.append_decision(record, space.decisions_max_bytes)
     space.actuator.reporter.cycle_done(space.name, record)
     return record
@@ -211,6 +226,19 @@ def record_stop(space: Space, now: float, why: str) -> None:
     (`vacagent why` shows it): another instance holds it now."""
     space.store.append_decision({"time": now, "at": iso(now), "space": space.name, "stopped": why, **_holder(space)},
                                 space.decisions_max_bytes)
+
+
+def _heartbeat_age(into: dict[str, dict[str, float]], mt: MachineType, started: float | None,
+                   heartbeat_at: float | None, endpoint_up_since: float | None, now: float) -> None:
+    """Count a running machine past fizzle_seconds: its heartbeat's age, and whether it is late."""
+    if started is None or now - started < mt.fizzle_seconds:
+        return
+    last = max(t for t in (heartbeat_at, started, endpoint_up_since) if t is not None)
+    age = now - last
+    entry = into.setdefault(mt.name, {"machines": 0, "late": 0, "max_age": 0.0})
+    entry["machines"] += 1
+    entry["late"] += age > mt.heartbeat_seconds
+    entry["max_age"] = round(max(entry["max_age"], age), 3)
 
 
 def _live_ledger(records: dict[str, MachineRecord], job_seconds: dict[str, float | None],

@@ -24,6 +24,8 @@ class Reporter:
 
     def machine_adopted(self, space: str, record: MachineRecord) -> None: ...
 
+    def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None: ...
+
     def machine_created(self, space: str, record: MachineRecord, probe: bool) -> None: ...
 
     def create_failed(self, space: str, machinetype: str, name: str, error: BaseException, backs_off: bool) -> None: ...
@@ -37,6 +39,8 @@ class Reporter:
     def feedback_changed(self, space: str, machinetype: str, old: FeedbackState, new: FeedbackState) -> None: ...
 
     def cycle_done(self, space: str, decision: Mapping[str, Any]) -> None: ...
+
+    def backend_request(self, space: str, backend: str, operation: str, outcome: str, seconds: float) -> None: ...
 
     def cycle_failed(self, space: str, error: BaseException) -> None: ...
 
@@ -56,6 +60,10 @@ class LogReporter(Reporter):
             "machine adopted", space=space, machinetype=record.machinetype, machine=record.name,
             state=record.state, why="listed by the backend with no record (daemon killed after create?)",
         )
+
+    def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None:
+        log.error("record quarantined", space=space, machine=name, moved_to=where, why=reason,
+                  then="the machine, if the backend lists it, is adopted; every other machine goes on")
 
     def machine_created(self, space: str, record: MachineRecord, probe: bool) -> None:
         log.info(

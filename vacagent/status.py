@@ -71,8 +71,27 @@ def _cycles(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in decisions if "stopped" not in d]
 
 
+def warnings(store: SpaceStore) -> list[str]:
+    """What an operator must look at in a space's state directory (after `records()`)."""
+    found = [f"unreadable record, to be set aside by the next cycle: {why}" for why in store.damaged.values()]
+    quarantine = store.root / "quarantine"
+    if quarantine.is_dir():
+        found += [f"record set aside (unreadable): {p}" for p in sorted(quarantine.iterdir())]
+    return found
+
+
 def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
     store = SpaceStore(settings.state_dir, name, settings.site)
+    try:
+        return _space_status(settings, store, now)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, formats.FormatTooNew) as e:  # never a traceback
+        return {"space": name, "warnings": [f"cannot read the state of space {name}: {type(e).__name__}: {e}"],
+                "backend": None, "processors_limit": None, "processors": 0, "machines_total": 0,
+                "last_cycle": None, "machinetypes": {}, "machines": []}
+
+
+def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str, Any]:
+    name = store.space
     records = store.records()
     decisions = _cycles(last_decisions(store, 4))
     last = decisions[-1] if decisions else {}
@@ -118,6 +137,7 @@ def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
         "lease": lease_status(settings, name, now),
         "machinetypes": machinetypes,
         "machines": machines,
+        "warnings": warnings(store),
     }
 
 
@@ -177,6 +197,10 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
             f"{space['processors']}/{space['processors_limit']} processors, last cycle {_age(now, space['last_cycle'])} ago"
         )
         yield f"  lease: {_lease_line(space.get('lease'), now)}"
+
+
+        for warning in space["warnings"]:
+            yield f"  warning: {warning}"
         yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
         for mt, info in space["machinetypes"].items():
             states = " ".join(f"{k}={v}" for k, v in info["states"].items()) or "-"

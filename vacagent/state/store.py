@@ -138,6 +138,7 @@ class SpaceStore:
         self._records: dict[str, MachineRecord] | None = None  # None: read them all at the next records()
         self._stamp: str | None = None  # the stamp the cache is valid for
         self._claimed = False  # has this store stamped since the last records()?
+        self.damaged: dict[str, str] = {}  # machine name -> why its record cannot be read (see quarantine)
 
     # -- machine records -------------------------------------------------
 
@@ -162,6 +163,7 @@ class SpaceStore:
 
     def _read_all(self) -> dict[str, MachineRecord]:
         records: dict[str, MachineRecord] = {}
+        self.damaged = {}
         try:
             entries = sorted(os.scandir(self.machines_dir), key=lambda e: e.name)
         except FileNotFoundError:
@@ -170,14 +172,25 @@ class SpaceStore:
         for entry in entries:
             if entry.name.startswith(".") or entry.name in closing:
                 continue
+            path = f"{entry.path}{os.sep}machine.json"
             try:
-                path = Path(entry.path) / "machine.json"
-                records[entry.name] = record_from_json(formats.checked(read_json(path), path))
+                records[entry.name] = record_from_json(formats.checked(read_json(Path(path)), path))
             except FileNotFoundError:
-                continue  # a directory being created or removed right now
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{entry.path}/machine.json: unreadable record: {e}") from e
+                if os.path.isdir(entry.path):  # (not a directory closed since the scan)
+                    self.damaged[entry.name] = f"{path}: missing"
+            except (ValueError, TypeError, AttributeError) as e:
+                self.damaged[entry.name] = f"{path}: unreadable record: {e}"
         return records
+
+    def quarantine(self, name: str, now: float) -> Path:
+        """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>:
+        the machine is then adopted (if listed) as one with no record; nothing else waits on it."""
+        target = self.root / "quarantine" / f"{name}.{int(now)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._claim()
+        os.rename(self.machine_dir(name), target)
+        self.damaged.pop(name, None)
+        return target
 
     def _claim(self) -> None:
         """Before this cycle's first write: a fresh stamp tells every other store to re-read."""
