@@ -93,16 +93,16 @@ def test_feedback_loop_fizzle_backoff_probe_reset(tmp_path):
     lab.cycle()
     lab.cycle(60)
     assert all(r.state == "running" for r in lab.records.values())
-    # the queue runs dry: every machine stops with 300 after 200 s
+    # the image breaks: every machine stops with 500 after 200 s (a 300 would back off half as long)
     lab.clock.advance(200)
-    lab.stop_all()
+    lab.stop_all("500 Cannot mount /cvmfs")
     d = lab.cycle(1)
     assert len(d["deleted"]) == 4 and d["created"] == {}
     assert lab.space.store.feedback("a").consecutive_aborts == 1
     assert d["held"]["a"].startswith("backoff until")
     d = lab.cycle(60)  # the deleted machines are gone now: closed
     assert len(d["closed"]) == 4 and lab.records == {}
-    assert [x["code"] for x in lab.accounting()] == [300] * 4
+    assert [x["code"] for x in lab.accounting()] == [500] * 4
     assert all(x["aborted"] for x in lab.accounting())
     # backoff (100 s) over: exactly one probe
     d = lab.cycle(60)
@@ -110,8 +110,8 @@ def test_feedback_loop_fizzle_backoff_probe_reset(tmp_path):
     (probe,) = lab.live()
     d = lab.cycle(30)
     assert d["created"] == {} and d["held"]["a"].startswith(f"probe {probe}")
-    # the probe finds nothing either: escalates to 200 s
-    lab.backend.stop(probe, "300 No more work available")
+    # the probe fails too: escalates to 200 s
+    lab.backend.stop(probe, "500 Cannot mount /cvmfs")
     lab.cycle(5)
     assert lab.space.store.feedback("a").consecutive_aborts == 2
     lab.cycle(1)

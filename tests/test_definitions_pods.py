@@ -59,3 +59,20 @@ def test_site_pod_overrides_merge_over_the_pipes_and_win(tmp_path):
     assert extra["container_command"] == ["run", "--fast"] and extra["kueue_queue_name"] == "lab"
     assert r.warnings == ()  # every pod key is known
     json.dumps(r.definitions["p-a"])  # stored as the effective definition
+
+
+def test_the_example_pipe_makes_valid_pods(tmp_path):
+    """vm_definitions/k8s.pipe: both machinetypes load in a kubernetes space and make pods the client accepts."""
+    from kubernetes.client import V1Pod
+
+    from vacagent.backends.base import CreateRequest
+    from vacagent.backends.kubernetes_pods import pod
+
+    from conftest import REPO
+
+    source = str(REPO / "vm_definitions" / "k8s.pipe")
+    r = resolve(tmp_path, kube_space([PipeSettings(source=source, prefix="project")]))
+    assert r.errors == {} and r.warnings == () and set(r.machinetypes) == {"project-prod", "project-single"}
+    for mt in r.machinetypes.values():
+        manifest = pod(CreateRequest(f"{mt.name}-0001", mt, "", {"VACAGENT_TOKEN": "t"}), "site", "s")
+        assert V1Pod.from_dict(manifest).spec.restart_policy == "Never"

@@ -83,7 +83,7 @@ endpoint: {{listen: 127.0.0.1, port: {free_port()}}}  # fixed: the pods keep the
 spaces:
   lab:
     backend: kubernetes
-    options: {{kubeconfig: {kubeconfig}, namespace: {NS}, page_size: 4}}
+    options: {{kubeconfig: kubeconfig.json, namespace: {NS}, page_size: 4}}  # relative to this file
     processors_limit: {LIMIT}
     creation_budget_processors: 2
     shutdown_grace_seconds: 0

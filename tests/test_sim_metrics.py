@@ -111,5 +111,7 @@ def test_backoff_keeps_vacagent_from_recreating_where_static_does(tmp_path):
     result = run(tmp_path, data, ("vacagent", "vcycle", "static"))
     waste = {name: result.figures[name]["total"].fizzle_waste for name in result.policies}
     machines = {name: result.figures[name]["total"].machines for name in result.policies}
-    assert machines["vacagent"] < machines["vcycle"] < machines["static"]
-    assert waste["vacagent"] < waste["vcycle"] < waste["static"]
+    # An empty queue backs off backoff_seconds each time, as Vcycle does (no growth: a quiet spell is not
+    # a run of failures), so the probes are as many; static recreates at once.
+    assert machines["vacagent"] <= machines["vcycle"] < machines["static"]
+    assert waste["vacagent"] <= waste["vcycle"] < waste["static"]

@@ -24,7 +24,7 @@ import yaml
 
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
-from vacagent.schema import CONFIG_SCHEMA, violations
+from vacagent.schema import CONFIG_SCHEMA, PATH_OPTIONS, violations
 
 DEFAULT_CONFIG = Path("/etc/vacagent/vacagent.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/vacagent")
@@ -187,7 +187,8 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     return SpaceSettings(
         name=name,
         backend=raw["backend"],
-        options=dict(raw.get("options", {})),
+        options={k: resolve_location(v, base) if k in PATH_OPTIONS and isinstance(v, str) else v
+                 for k, v in raw.get("options", {}).items()},
         limits=limits,
         pipes=tuple(pipes),
         machinetypes=inline,

@@ -193,6 +193,10 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 outcome_recorded=record.outcome is not None,
                 endpoint_up_since=endpoint_up_since,
                 cause=machine.cause if machine is not None else None,
+                jobs_started=outputs.jobs_started,
+                jobs_started_at=outputs.jobs_started_at,
+                demand=outputs.demand,
+                demand_at=outputs.demand_at,
                 unconfirmed=record.state == "intent",
             )
         )

@@ -19,7 +19,8 @@ arguments.  The rules, in the order they apply:
    (Vac does the same).
 
 An *abort* is a machine that ended with a code 300-699, or that ran less than
-`fizzle_seconds` whatever its code, unless the platform says it reclaimed the
+`fizzle_seconds` whatever its code unless it reported a job started
+(`jobs_started` > 0: a short run that did work is not a fizzle), and unless the platform says it reclaimed the
 machine (spot reclaim, preemption, eviction: `Cause.RECLAIMED`): its short
 run is never the project's abort, and it reads `100` when the machine left
 no message (a 3xx-6xx message of its own still counts).
@@ -77,8 +78,8 @@ class Assessment:
         return self.verdict in _ENDING
 
 
-def is_abort(code: int | None, ran: float, fizzle_seconds: float) -> bool:
-    return (code is not None and 300 <= code <= 699) or ran < fizzle_seconds
+def is_abort(code: int | None, ran: float, fizzle_seconds: float, found_work: bool = False) -> bool:
+    return (code is not None and 300 <= code <= 699) or (ran < fizzle_seconds and not found_work)
 
 
 def _ran(view: MachineView, until: float) -> float:
@@ -107,7 +108,8 @@ def assess(
             code=standing.code if standing else None,
             ran_seconds=round(ran, 3),
             # A reclaimed machine is never blamed for its short run; only its own 3xx-6xx still counts.
-            aborted=is_abort(standing.code if standing else None, ran, 0 if reclaimed else fizzle),
+            aborted=is_abort(standing.code if standing else None, ran, 0 if reclaimed else fizzle,
+                             bool(view.jobs_started)),
             reason=reason,
             at=at,
             cause=view.cause.value if view.cause is not None else None,

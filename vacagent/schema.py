@@ -87,6 +87,9 @@ PASSTHROUGH_KEYS = frozenset(
     }
 )
 
+# Backend options that name files: relative to the configuration file that names them.
+PATH_OPTIONS = frozenset({"kubeconfig"})
+
 PATH_KEYS = frozenset(
     {"user_data", "root_image", "root_public_key", "user_data_proxy_cert", "user_data_proxy_key",
      "remote_joboutputs_cert", "remote_joboutputs_key"}

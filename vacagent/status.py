@@ -220,16 +220,43 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
                 )
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+WHY_HISTORY = 500  # decision records read back to tell how long a rule has held a machinetype
+
+
+def rule(reason: str) -> str:
+    """The rule a held reason names: its first word (`backoff`, `probe`, `looking`, `demand`, `ramp`, ...)."""
+    return reason.split(None, 1)[0].rstrip(":") if reason else ""
+
+
+def held_since(decisions: list[dict[str, Any]], index: int, machinetype: str) -> float:
+    """When the rule that held `machinetype` in decisions[index] began holding it, as far back as recorded."""
+    current = rule(decisions[index]["held"][machinetype])
+    since = decisions[index]["time"]
+    for d in reversed(decisions[:index]):
+        reason = d.get("held", {}).get(machinetype)
+        if reason is None or rule(reason) != current:
+            break
+        since = d["time"]
+    return since
+
+
 def why(settings: Settings, space: str | None, machinetype: str | None, count: int, now: float) -> Iterable[str]:
     names = [space] if space else sorted(settings.spaces)
     for name in names:
         store = SpaceStore(settings.state_dir, name, settings.site)
         yield f"space {name}: {_lease_line(lease_status(settings, name, now), now)}"
-        decisions = last_decisions(store, count)
+        history = last_decisions(store, count + WHY_HISTORY)
+        decisions = history[-count:]
         if not decisions:
             yield f"space {name}: no decision recorded yet (has the daemon run a cycle?)"
             continue
-        for d in decisions:
+        for i, d in enumerate(decisions, len(history) - len(decisions)):
             by = f" by {d['instance']} (epoch {d['epoch']})" if "instance" in d else ""
             if "stopped" in d:
                 yield f"space {name} at {d['at']}: {d.get('instance', 'an instance')} stopped acting on it: {d['stopped']}"
@@ -248,7 +275,9 @@ def why(settings: Settings, space: str | None, machinetype: str | None, count: i
                 if created:
                     parts.append(f"created {len(created)}")
                 if held:
-                    parts.append(("then held: " if created else "held: ") + held)
+                    since = held_since(history, i, mt)
+                    how_long = f" [{rule(held)} for {_duration(d['time'] - since)}, since {iso(since)}]"
+                    parts.append(("then held: " if created else "held: ") + held + how_long)
                 yield f"  {mt}: {'; '.join(parts) or 'nothing to report'}"
             for deleted in d.get("deleted", []):
                 if machinetype is None or deleted["machine"].startswith(machinetype + "-"):

@@ -69,6 +69,8 @@ class Lab:
         self.job_end: list[float | None] = [None] * len(self.jobs)
         self.lost = {p: 0.0 for p in self.projects}
         self.samples = Samples()
+        # (machine, time) of each change of a machine's jobs_started since `sim.reports` last looked
+        self.reported: list[tuple[SimMachine, float]] = []
         self._incidents = {kind: [i for i in scenario.incidents if i.kind == kind]
                            for kind in ("api_errors", "boot_failures", "capacity_loss", "broken_image")}
         for incident in self._incidents["capacity_loss"]:
@@ -185,6 +187,7 @@ class Lab:
             return
         m.state = MachineState.RUNNING
         m.life.started = self.now
+        self.reported.append((m, self.now))
         m.wallclock_end = self.now + self.wallclock[m.life.project]
         if m.broken is not None:
             self._push(self.now + m.broken.after_seconds, _STOP, m, m.broken.message)
@@ -206,6 +209,7 @@ class Lab:
         queue.popleft()
         m.job = j
         m.life.jobs_started += 1
+        self.reported.append((m, self.now))
         m.life.start_job(self.now, self.jobs[j].processors / m.life.processors)
         self.job_start[j] = self.now
         self._push(self.now + self.jobs[j].duration, _JOB_DONE, m, j)

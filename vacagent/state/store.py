@@ -46,6 +46,8 @@ from vacagent.state.atomic import append_line, read_json, read_lines, write_json
 
 SHUTDOWN_MESSAGE = "shutdown_message"
 JOB_SECONDS = "job_seconds"  # seconds the machine spent running jobs so far, as it reports them
+JOBS_STARTED = "jobs_started"  # reserved joboutputs names: docs/machine-protocol.md
+DEMAND = "demand"
 STAMP = "records.stamp"
 
 
@@ -61,6 +63,23 @@ class Outputs:
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
     job_seconds: float | None = None
+    jobs_started: int | None = None  # None: no (readable) report
+    jobs_started_at: float | None = None
+    demand: int | None = None
+    demand_at: float | None = None
+
+
+def _count(path: str) -> tuple[int | None, float | None]:
+    """A joboutputs file holding one integer >= 0: (value, mtime); (None, None) if absent or not a count."""
+    try:
+        with open(path, "rb") as f:
+            at = os.fstat(f.fileno()).st_mtime
+            text = f.read(32).split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    if len(text) != 1 or not text[0].isdigit():
+        return None, None
+    return int(text[0]), at
 
 
 def parse_job_seconds(text: str) -> float | None:
@@ -245,7 +264,8 @@ class SpaceStore:
         self._cached(record)
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
-        """The machine's shutdown message and heartbeat time (file modification times)."""
+        """The machine's shutdown message, heartbeat time (file modification times) and its
+        `jobs_started` and `demand` counts (a file that is not one integer counts as absent)."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
         message = message_at = heartbeat_at = None
         try:
@@ -259,7 +279,10 @@ class SpaceStore:
                 heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
             except FileNotFoundError:
                 pass
-        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory))
+        jobs_started, jobs_started_at = _count(directory + JOBS_STARTED)
+        demand, demand_at = _count(directory + DEMAND)
+        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory),
+                       jobs_started, jobs_started_at, demand, demand_at)
 
     @staticmethod
     def _job_seconds(joboutputs: str) -> float | None:
