@@ -13,6 +13,7 @@ from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import QuotaExceeded, Temporary
 from vacagent.model import MachineState, SpaceLimits
 from vacagent.report import Reporter
+from vacagent.state.atomic import write_text
 
 from conftest import T0, mt
 from daemon_helpers import accounting
@@ -287,3 +288,19 @@ def test_an_unreadable_record_is_set_aside_alone_and_its_machine_adopted(tmp_pat
     assert others[0] in {x["machine"] for x in d["deleted"]}  # every other machine goes on
     d = lab.cycle(60)
     assert others[0] in d["closed"] and {broken, *others[1:]} <= set(lab.records)
+
+
+def test_a_machines_own_message_wins_even_when_it_comes_after_the_decision(tmp_path):
+    lab = Lab(tmp_path, processors_limit=1, budget=1, delete_seconds=100)
+    lab.cycle()
+    (name,) = lab.live()
+    lab.cycle(60)
+    d = lab.cycle(5000)  # past max_wallclock_seconds: vacagent ends it, with its own message
+    assert name in {x["machine"] for x in d["deleted"]}
+    assert lab.records[name].outcome.message == "700 Exceeded max_wallclock_seconds"
+    # The machine's message arrives after the cycle read its joboutputs (the endpoint replaces the file).
+    write_text(lab.space.store.machine_dir(name) / "joboutputs" / "shutdown_message", "200 Work done\n")
+    d = lab.cycle(200)
+    assert name in d["closed"]
+    (line,) = [x for x in lab.accounting() if x["machine"] == name]
+    assert line["shutdown_message"] == "200 Work done" and line["code"] == 200 and not line["aborted"]

@@ -53,6 +53,7 @@ class Space:
     retention_days: float
     decisions_max_bytes: int
     problems: dict[str, str] = field(default_factory=dict)  # reported definition problems
+    disk_full: bool = False  # did the last cycle find the state directory full? (reported once per change)
     # The decision function: the daemon always uses planner.plan; the
     # simulator swaps in baseline policies with the same signature.
     decide: Callable[..., planner.Decision] = planner.plan
@@ -99,7 +100,8 @@ def _machinetypes(space: Space, now: float) -> tuple[dict[str, MachineType], dic
     _report_problems(space, resolved.errors, resolved.warnings)
     machinetypes = dict(resolved.machinetypes)
     for name, definition in resolved.definitions.items():
-        space.store.save_definition(name, dict(definition))
+        with space.actuator.writing(f"saving the definition of {name}"):
+            space.store.save_definition(name, dict(definition))
     held: dict[str, str] = {}
     for name in space.store.stored_machinetypes():
         if name in machinetypes:
@@ -143,8 +145,11 @@ def run_once(space: Space, now: float) -> dict[str, Any]:
 def _cycle(space: Space, now: float) -> dict[str, Any]:
     store, settings = space.store, space.settings
     space.actuator.confirm("running", "a cycle")
-    for line in store.finish_closes():  # a crash or a full disk interrupted these closes
-        space.actuator.reporter.machine_closed(space.name, line)
+    writing = space.actuator.writing  # a write a full disk refuses is noted, and the cycle goes on
+    space.actuator.unwritten = []
+    with writing("completing interrupted closes"):
+        for line in store.finish_closes():  # a crash or a full disk interrupted these closes
+            space.actuator.reporter.machine_closed(space.name, line)
     machinetypes, held, definition_errors = _machinetypes(space, now)
 
     listing = space.backend.list_machines()
@@ -154,12 +159,14 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         where = store.quarantine(name, now)
         space.actuator.reporter.record_quarantined(space.name, name, reason, str(where))
     rec = reconcile(listing, known, space.name, now, settings.intent_grace_seconds)
-    for record in rec.changed:
-        store.save(record)
-    for record in rec.adopted:
-        record = replace(record, epoch=space.actuator.epoch)
-        store.write_intent(record)
-        space.actuator.reporter.machine_adopted(space.name, record)
+    with writing("updating records"):
+        for record in rec.changed:
+            store.save(record)
+    with writing("recording adopted machines"):
+        for record in rec.adopted:
+            record = replace(record, epoch=space.actuator.epoch)
+            store.write_intent(record)
+            space.actuator.reporter.machine_adopted(space.name, record)
 
     endpoint_up_since = uptime.up_since(store.state_dir)
     views = []
@@ -205,14 +212,16 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     decision = space.decide(settings.limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
-        store.save_feedback(name, state)
+        with writing(f"saving the feedback of {name}"):
+            store.save_feedback(name, state)
         space.actuator.reporter.feedback_changed(space.name, name, feedback[name], state)
 
     before = dict(current)
     done = space.actuator.carry_out(decision.plan, records, machines, machinetypes, current, now)
     for name, state in current.items():
         if state != before[name]:
-            store.save_feedback(name, state)
+            with writing(f"saving the feedback of {name}"):
+                store.save_feedback(name, state)
             space.actuator.reporter.feedback_changed(space.name, name, before[name], state)
 
     store.prune_finished(now, space.retention_days)
@@ -220,16 +229,22 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     record["ledger_live"] = _live_ledger(store.records(), job_seconds, machinetypes, now)
     record["heartbeats"] = heartbeats
     record["api"] = space.backend.take_summary()
-    store.append_decision(record, space.decisions_max_bytes)
+    with writing("appending the decision record"):
+        store.append_decision(record, space.decisions_max_bytes)
+    _report_disk(space)
     space.actuator.reporter.cycle_done(space.name, record)
     return record
 
 
-def record_stop(space: Space, now: float, why: str) -> None:
-    """A line in decisions/<space>.jsonl saying that this instance stopped acting on the space, and why
-    (`vacagent why` shows it): another instance holds it now."""
-    space.store.append_decision({"time": now, "at": iso(now), "space": space.name, "stopped": why, **_holder(space)},
-                                space.decisions_max_bytes)
+def _report_disk(space: Space) -> None:
+    """Say when the state directory fills up or has room again: once per change, not every cycle."""
+    unwritten = space.actuator.unwritten
+    if bool(unwritten) != space.disk_full:
+        space.disk_full = bool(unwritten)
+        if unwritten:
+            space.actuator.reporter.disk_full(space.name, unwritten)
+        else:
+            space.actuator.reporter.disk_writable(space.name)
 
 
 def _heartbeat_age(into: dict[str, dict[str, float]], mt: MachineType, started: float | None,

@@ -213,7 +213,12 @@ class LocalBackend:
         now = self.context.clock.now()
         requested = info.get("terminate_requested_at")
         if requested is None:
-            write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            try:
+                write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            except OSError as e:
+                self._signal(info, signal.SIGTERM)  # a full disk must not keep a machine running
+                raise Temporary(f"deleting machine {machine.name}: SIGTERM sent, but cannot record it "
+                                f"in {directory / 'process.json'}: {e.strerror}") from e
             self._signal(info, signal.SIGTERM)
         elif now - requested >= self.grace:
             self._signal(info, signal.SIGKILL)

@@ -238,11 +238,25 @@ class SpaceStore:
         self._claim()
         tmp = f"{self._machines_prefix}.{record.name}.intent"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._build_intent(tmp, record, files or {})
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: leave no half-built directory behind
+            raise
+        # The whole directory appears at once: a reader never sees a machine
+        # without its record.  rename() refuses to replace a non-empty directory.
+        with self._writing():
+            os.rename(tmp, path)
+        self._cached(record)
+        return path
+
+    @staticmethod
+    def _build_intent(tmp: str, record: MachineRecord, files: dict[str, str]) -> None:
         made = {""}
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
             os.makedirs(os.path.join(tmp, sub))
             made.add(sub)
-        for relative, text in (files or {}).items():
+        for relative, text in files.items():
             parent = os.path.dirname(relative)
             if parent not in made:
                 os.makedirs(os.path.join(tmp, parent), exist_ok=True)
@@ -250,12 +264,6 @@ class SpaceStore:
             with open(os.path.join(tmp, relative), "w") as f:
                 f.write(text)
         write_json(Path(tmp) / "machine.json", record_to_json(record))
-        # The whole directory appears at once: a reader never sees a machine
-        # without its record.  rename() refuses to replace a non-empty directory.
-        with self._writing():
-            os.rename(tmp, path)
-        self._cached(record)
-        return path
 
     def save(self, record: MachineRecord) -> None:
         self._claim()
@@ -339,14 +347,12 @@ class SpaceStore:
         self._complete(record.name, journal, recovering=False)
         return journal["line"]
 
-    def finish_closes(self) -> list[dict[str, Any]]:
-        """Complete the closes a crash or an error interrupted; returns their accounting lines."""
-        done = []
+    def finish_closes(self) -> Iterator[dict[str, Any]]:
+        """Complete the closes a crash or an error interrupted; yields their accounting lines."""
         for name in self._closing():
             journal = formats.read(self.closing_dir / f"{name}.json")
             self._complete(name, journal, recovering=True)
-            done.append(journal["line"])
-        return done
+            yield journal["line"]
 
     def _closing(self) -> list[str]:
         """Names of the machines whose close is journaled and not yet complete."""
