@@ -3,6 +3,7 @@ space together, never leak a machine, never exceed a limit; a SIGTERM hands spac
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -14,6 +15,7 @@ from instances_helpers import (
 )
 
 from vacagent import crashpoints
+from vacagent.state import formats
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +122,20 @@ def test_an_instance_with_other_spaces_refuses_to_start(fleet, tmp_path):
     assert "spaces differ from those of running instance a" in log
     assert "only here: southeast" in log and "only there: south" in log
     fleet.procs.pop("z")
+
+
+def test_a_space_written_by_a_newer_vacagent_is_refused_alone(fleet):
+    """An older instance meeting a newer format refuses that space, saying which file, and runs the others."""
+    record = fleet.state_dir / "spaces" / "east" / "machines" / "churn-00000000" / "machine.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"format": formats.FORMAT + 1, "name": "churn-00000000", "renamed_key": 1}))
+    fleet.start("a")
+    wait_for(lambda: "space refused" in fleet.log_path("a").read_text(), timeout=30)
+    refusal = log_events(fleet.log_path("a"), "space refused")[0]
+    assert refusal["space"] == "east" and f"format {formats.FORMAT + 1} was written by a newer vacagent" in refusal["why"]
+    assert str(record) in refusal["why"]
+    wait_for(lambda: json.loads((fleet.state_dir / "instances" / "a.json").read_text())["refused"] == ["east"])
+    wait_held_by(fleet.state_dir, LEASE, ["a"], timeout=30, spaces=("west", "north", "south"))
+    lease = holders(fleet.state_dir, LEASE)["east"]
+    assert lease is None  # released, and not taken again by an instance that cannot read it
+    assert record.exists()  # never quarantined as damaged, never rewritten
