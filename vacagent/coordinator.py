@@ -67,9 +67,9 @@ class SpaceLoop(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            started = self.clock.now()
+            started = self.clock.monotonic()  # a cycle's length, never the wall clock's steps
             try:
-                cycle.run_once(self.space, started)
+                cycle.run_once(self.space, self.clock.now())
             except cycle.SpaceBusy as e:
                 log.warning("cycle skipped", space=self.space.name, why=str(e))
             except LeaseLost as e:
@@ -85,7 +85,7 @@ class SpaceLoop(threading.Thread):
             except Exception as e:  # noqa: BLE001 - the loop must go on
                 self.space.actuator.reporter.cycle_failed(self.space.name, e)
             self.cycles += 1
-            elapsed = self.clock.now() - started
+            elapsed = self.clock.monotonic() - started
             if elapsed > self.cycle_seconds:
                 log.warning("cycle overran", space=self.space.name, seconds=round(elapsed, 1),
                             cycle_seconds=self.cycle_seconds)

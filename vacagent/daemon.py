@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vacagent import config, cycle, logs, notify
-from vacagent.clock import Clock, SystemClock
+from vacagent.clock import SLEW, Clock, SteadyClock
 from vacagent.config import Settings
 from vacagent.coordinator import Coordinator
 from vacagent.endpoint.server import EndpointServer
@@ -45,10 +45,16 @@ def _tick_seconds(settings: Settings) -> float:
     return settings.cycle_seconds / 2
 
 
+def _clock_stepped(seconds: float) -> None:
+    log.warning("wall clock stepped", seconds=round(seconds, 1),
+                then=f"vacagent's time does not jump: it moves toward the wall clock by at most {SLEW:.0%} "
+                     "of the time elapsed, so no machine is judged on the step")
+
+
 class Daemon:
     def __init__(self, config_path: Path | None, clock: Clock | None = None, reporter: Reporter | None = None):
         self.config_path = config_path
-        self.clock = clock or SystemClock()
+        self.clock = clock or SteadyClock(on_step=_clock_stepped)
         self.metrics = Metrics()
         self.reporter = reporter or MetricsReporter(self.metrics, self.clock)
         self.endpoint: EndpointServer | None = None
@@ -110,16 +116,15 @@ class Daemon:
         assert coordinator is not None
         notify.notify("READY=1", f"STATUS=running, {len(settings.spaces)} space(s) configured")
         watchdog = notify.watchdog_seconds()
-        next_tick = self.clock.now()
+        next_tick = self.clock.monotonic()  # ticks are timed on the monotonic clock
         while not self.stopping.is_set():
-            now = self.clock.now()
-            if now >= next_tick:
+            if self.clock.monotonic() >= next_tick:
+                next_tick = self.clock.monotonic() + _tick_seconds(coordinator.settings)
                 try:
-                    coordinator.tick(now)
+                    coordinator.tick(self.clock.now())
                 except OSError as e:  # a failing shared filesystem: the leases lapse, the loop goes on
                     log.error("coordination failed", detail=str(e))
-                next_tick = now + _tick_seconds(coordinator.settings)
-            wait = max(0.0, next_tick - self.clock.now())
+            wait = max(0.0, next_tick - self.clock.monotonic())
             if watchdog:
                 wait = min(wait, watchdog / 2)
             self.wake.wait(wait)
@@ -129,7 +134,7 @@ class Daemon:
             if self.reload_requested.is_set() and not self.stopping.is_set():
                 self.reload_requested.clear()
                 self._reload()
-                next_tick = self.clock.now()
+                next_tick = self.clock.monotonic()
         notify.notify("STOPPING=1", "STATUS=finishing current cycles, releasing leases")
         log.info("stopping: finishing current cycles, then releasing leases")
         coordinator.leave()
