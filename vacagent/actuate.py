@@ -13,6 +13,12 @@ in its user_data (`##user_data_token##`) and its environment
 (`VACAGENT_TOKEN`).  With an endpoint, the machine is also given the URLs
 of its features and joboutputs; without one, the local paths.
 
+With several instances (`state.lease`), the actuator confirms its lease
+epoch immediately before every close, delete and create (`Fence.confirm`,
+one stat of the next epoch's file); a holder that was superseded raises
+LeaseLost there and stops acting on the space at once.  Every new record
+carries the epoch it was created under.
+
 A failed create stops creation of that machinetype for the rest of the
 cycle.  Capacity, quota and permanent errors put the machinetype into
 backoff; a temporary error (timeout, 5xx) does not, and its record is kept
@@ -35,6 +41,7 @@ from vacagent.feedback import with_own_message
 from vacagent.fetch import Fetcher
 from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
 from vacagent.report import Reporter
+from vacagent.state.lease import Fence
 from vacagent.state.store import SpaceStore
 
 
@@ -62,6 +69,17 @@ class Actuator:
     manager_hostname: str = field(default_factory=socket.getfqdn)
     apel: apel.ApelSettings | None = None  # the space's APEL accounting, if it writes records
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
+    fence: Fence | None = None  # this instance's lease on the space; None: no leases (simulator, tests)
+
+    @property
+    def epoch(self) -> int:
+        return self.fence.epoch if self.fence else 0
+
+    def confirm(self, action: str, name: str) -> None:
+        """Raise LeaseLost unless this instance still holds the space's lease (no-op without leases)."""
+        if self.fence is not None:
+            self.fence.confirm(action, name)
+
     unwritten: list[str] = field(default_factory=list)  # this cycle's writes a full disk refused (see `writing`)
 
     @contextlib.contextmanager
@@ -82,6 +100,7 @@ class Actuator:
         final = with_own_message(final, self.store.outputs(record.name, None).shutdown_message, fizzle)
         text = apel.record(self.space, self.manager_hostname, record, final, machinetype, self.apel) \
             if self.apel is not None else None
+        self.confirm("closing", record.name)
         line = self.store.close(record, final, now, fizzle, (text, self.apel) if text is not None else None)
         self.reporter.machine_closed(self.space, line)
         return line
@@ -95,6 +114,7 @@ class Actuator:
         outcome: Outcome | None,
         now: float,
     ) -> bool:
+        self.confirm("deleting", record.name)
         with self.writing(f"recording the deletion of {record.name}"):  # unrecorded, it is decided again
             if message:
                 self.store.write_shutdown_message(record.name, message)
@@ -102,6 +122,7 @@ class Actuator:
         self.reporter.machine_deleting(self.space, record, reason, message)
         target = machine or Machine(record.name, record.machinetype, _state(record), record.backend_id)
         crashpoints.reached("before_delete")
+        self.confirm("deleting", record.name)
         try:
             self.backend.delete_machine(target)
         except errors.NotFound:
@@ -155,7 +176,9 @@ class Actuator:
             machinetype=machinetype.name,
             processors=machinetype.processors,
             created=now,
+            epoch=self.epoch,
         )
+        self.confirm("creating", name)
         files = {**features.features(machinetype, now), tokens.HASH_FILE: tokens.digest(token) + "\n"}
         refused = len(self.unwritten)
         with self.writing(f"writing the intent of {name}"):
@@ -167,6 +190,7 @@ class Actuator:
         environment["VACAGENT_TOKEN"] = token
         request = CreateRequest(name, machinetype, rendered, environment, log_path=directory / "console.log")
         crashpoints.reached("after_intent")
+        self.confirm("creating", name)
         try:
             machine = self.backend.create_machine(request)
         except Exception as e:  # noqa: BLE001 - every failure is an input

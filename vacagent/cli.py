@@ -22,8 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vacagent import (__version__, config, cycle, definitions, health, logs, status, usage, validate_offline,
-                      vcycle_import)
+from vacagent import (__version__, config, coordinator, cycle, definitions, health, logs, status, usage,
+                      validate_offline, vcycle_import)
 from vacagent.backends.registry import BACKENDS
 from vacagent.clock import SystemClock
 from vacagent.config import PipeSettings, SpaceSettings
@@ -245,11 +245,19 @@ def cmd_once(args: argparse.Namespace) -> int:
             continue
         space = cycle.build(settings, space_settings, LogReporter(), clock)
         try:
+            fence = coordinator.borrow(settings, space, clock)
+        except coordinator.SpaceHeld as e:
+            print(e, file=sys.stderr)
+            failed += 1
+            continue
+        try:
             record = cycle.run_once(space, clock.now())
         except Exception as e:  # noqa: BLE001 - report every space, then fail
             print(f"space {space.name}: cycle failed: {type(e).__name__}: {e}", file=sys.stderr)
             failed += 1
             continue
+        finally:
+            coordinator.give_back(fence, clock)
         created = sum(len(v) for v in record["created"].values())
         print(f"space {space.name}: {record['machines_total']} machines, created {created}, "
               f"deleted {len(record['deleted'])}, closed {len(record['closed'])}")
@@ -272,7 +280,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_why(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
-    for line in status.why(settings, args.space, args.machinetype, max(1, args.cycles)):
+    for line in status.why(settings, args.space, args.machinetype, max(1, args.cycles), SystemClock().now()):
         print(line)
     return 0
 

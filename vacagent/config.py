@@ -12,9 +12,11 @@ docs/configuration.md; a commented example: etc/vacagent.example.yaml.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,6 +99,19 @@ class Settings:
     log_format: str = "kv"  # kv: key=value lines; json: one JSON object a line (vacagent.logs)
     files: tuple[str, ...] = ()
     endpoint: EndpointSettings | None = None  # None: no endpoint; machines get local paths
+    # Several instances on one state directory (docs/operations.md): a space's lease not
+    # renewed for lease_seconds may be claimed by another instance.  Default 3 x cycle_seconds.
+    lease_seconds: float = 180.0
+    instance_name: str | None = None  # host-local; default: host name + a random id per start
+
+
+def fingerprint(space: SpaceSettings) -> str:
+    """A digest of what a space is (backend, options, limits, machinetypes), without the
+    file it came from: instances sharing a state directory must agree on it."""
+    pipes = [(p.source, p.prefix, p.target_share, p.overrides, p.suffix_overrides) for p in space.pipes]
+    what = [space.backend, space.options, asdict(space.limits), pipes, space.machinetypes,
+            space.intent_grace_seconds]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -274,12 +289,22 @@ def load(main: Path | str | None = None) -> Settings:
             problems.append(str(e))
     if problems:
         raise ConfigError("\n".join(problems))
+    cycle_seconds = float(merged.get("cycle_seconds", 60))
+    lease_seconds = float(merged.get("lease_seconds", 3 * cycle_seconds))
+    if lease_seconds < 2 * cycle_seconds:
+        where = origin.get("lease_seconds", origin.get("cycle_seconds", main))
+        raise ConfigError(
+            f"{where}: lease_seconds: {lease_seconds:g} is less than twice cycle_seconds ({cycle_seconds:g}): "
+            "a holder renews its leases every half cycle and must be able to miss one renewal"
+        )
     state_dir = merged.get("state_dir")
     return Settings(
         site=merged["site"],
         state_dir=Path(resolve_location(state_dir, origin["state_dir"].parent)) if state_dir else DEFAULT_STATE_DIR,
         spaces=spaces,
-        cycle_seconds=float(merged.get("cycle_seconds", 60)),
+        cycle_seconds=cycle_seconds,
+        lease_seconds=lease_seconds,
+        instance_name=merged.get("instance_name"),
         finished_retention_days=float(merged.get("finished_retention_days", 7)),
         decisions_max_bytes=int(merged.get("decisions_max_bytes", 10_000_000)),
         log_level=merged.get("log_level", "info"),
@@ -292,7 +317,7 @@ def load(main: Path | str | None = None) -> Settings:
 # Settings a running daemon cannot take on: its machines and records live
 # under the old ones (state_dir, site), or were told where to report (the
 # endpoint's address: moving it would strand every running machine's heartbeat).
-RESTART_ONLY = ("site", "state_dir")  # and whether there is an endpoint at all
+RESTART_ONLY = ("site", "state_dir", "instance_name")  # and whether there is an endpoint at all
 ENDPOINT_RESTART_ONLY = ("listen", "port", "public_url", "tls_cert", "tls_key")
 
 

@@ -14,7 +14,7 @@ runs, so that two processes on one host never act on one space at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import filelock
@@ -146,6 +146,7 @@ def run_once(space: Space, now: float) -> dict[str, Any]:
 
 def _cycle(space: Space, now: float) -> dict[str, Any]:
     store, settings = space.store, space.settings
+    space.actuator.confirm("running", "a cycle")
     writing = space.actuator.writing  # a write a full disk refuses is noted, and the cycle goes on
     space.actuator.unwritten = []
     with writing("completing interrupted closes"):
@@ -165,6 +166,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
             store.save(record)
     with writing("recording adopted machines"):
         for record in rec.adopted:
+            record = replace(record, epoch=space.actuator.epoch)
             store.write_intent(record)
             space.actuator.reporter.machine_adopted(space.name, record)
 
@@ -301,4 +303,11 @@ def _decision_record(space, now, views, decision, done, definition_errors, feedb
             if state.probing
         },
         "definition_errors": definition_errors,
+        **_holder(space),
     }
+
+
+def _holder(space: Space) -> dict[str, Any]:
+    """Who decided: the lease holder and its epoch (nothing without leases)."""
+    fence = space.actuator.fence
+    return {"instance": fence.holder, "epoch": fence.epoch} if fence else {}

@@ -1,15 +1,19 @@
 """The outer loop: owns the clock, the signals and the sleeps.
 
-Each space runs in its own thread, so a slow or failing cloud never delays
-another space; a failing cycle is reported and the loop goes on.  The main
-thread handles signals and the systemd watchdog:
+Each space this instance holds runs in its own thread (`coordinator.SpaceLoop`),
+so a slow or failing cloud never delays another space; a failing cycle is
+reported and the loop goes on.  The main thread handles signals, the
+systemd watchdog, and every half cycle the coordinator's tick: this
+instance's registry entry and the space leases it holds, takes or gives up
+(several instances may share one state directory; docs/operations.md).
 
-- SIGTERM / SIGINT: every space finishes its current cycle, then the daemon
+- SIGTERM / SIGINT: every space finishes its current cycle, its lease is
+  released (another instance takes it over within a tick), then the daemon
   exits 0 (machines keep running; a restarted daemon finds them again).
 - SIGHUP: reload the configuration; if it is invalid, or changes a setting
   that needs a restart (`config.restart_needed`: state_dir, site, the
-  endpoint's address), keep the running one and say why.  Spaces finish
-  their current cycle before the switch.
+  endpoint's address, instance_name), keep the running one and say why.
+  Spaces finish their current cycle before the switch and keep their leases.
 
 With an `endpoint` section, the daemon also runs the machines' HTTP
 endpoint (`endpoint.server`, its own thread and event loop) and serves
@@ -27,6 +31,7 @@ from pathlib import Path
 from vacagent import config, cycle, logs, notify
 from vacagent.clock import SLEW, Clock, SteadyClock
 from vacagent.config import Settings
+from vacagent.coordinator import Coordinator
 from vacagent.endpoint.server import EndpointServer
 from vacagent.errors import ConfigError
 from vacagent.metrics import Metrics, MetricsReporter
@@ -35,36 +40,15 @@ from vacagent.report import Reporter
 log = logs.get("vacagent.daemon")
 
 
+def _tick_seconds(settings: Settings) -> float:
+    """Leases are renewed, and free spaces claimed, every half cycle."""
+    return settings.cycle_seconds / 2
+
+
 def _clock_stepped(seconds: float) -> None:
     log.warning("wall clock stepped", seconds=round(seconds, 1),
                 then=f"vacagent's time does not jump: it moves toward the wall clock by at most {SLEW:.0%} "
                      "of the time elapsed, so no machine is judged on the step")
-
-
-class SpaceLoop(threading.Thread):
-    def __init__(self, space: cycle.Space, cycle_seconds: float, clock: Clock, stop: threading.Event):
-        super().__init__(name=f"space-{space.name}", daemon=True)
-        self.space = space
-        self.cycle_seconds = cycle_seconds
-        self.clock = clock
-        self.stop = stop
-        self.cycles = 0
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            started = self.clock.monotonic()  # a cycle's length, never the wall clock's steps
-            try:
-                cycle.run_once(self.space, self.clock.now())
-            except cycle.SpaceBusy as e:
-                log.warning("cycle skipped", space=self.space.name, why=str(e))
-            except Exception as e:  # noqa: BLE001 - the loop must go on
-                self.space.actuator.reporter.cycle_failed(self.space.name, e)
-            self.cycles += 1
-            elapsed = self.clock.monotonic() - started
-            if elapsed > self.cycle_seconds:
-                log.warning("cycle overran", space=self.space.name, seconds=round(elapsed, 1),
-                            cycle_seconds=self.cycle_seconds)
-            self.clock.sleep(max(0.0, self.cycle_seconds - elapsed), until=self.stop)
 
 
 class Daemon:
@@ -78,6 +62,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()
+        self.coordinator: Coordinator | None = None
 
     def _build(self, settings: Settings) -> list[cycle.Space]:
         return [cycle.build(settings, s, self.reporter, self.clock) for s in settings.spaces.values()]
@@ -95,22 +80,17 @@ class Daemon:
             server.start()
             self.endpoint = server
 
-    def _launch(self, spaces: list[cycle.Space], settings: Settings) -> tuple[list[SpaceLoop], threading.Event]:
-        stop = threading.Event()
+    def _launch(self, spaces: list[cycle.Space], settings: Settings) -> None:
         for space in spaces:  # machines are told the URL of the endpoint actually running (port 0: its port)
             space.actuator.endpoint_url = self.endpoint.public_url if self.endpoint else None
-        loops = [SpaceLoop(space, settings.cycle_seconds, self.clock, stop) for space in spaces]
-        for loop in loops:
-            loop.start()
+        if self.coordinator is None:
+            self.coordinator = Coordinator(settings, spaces, self.clock, self.endpoint.public_url if self.endpoint else None)
+            self.coordinator.join(self.clock.now())
+        else:
+            self.coordinator.reconfigure(settings, spaces)
         log.info("spaces started", spaces=",".join(s.name for s in spaces), state_dir=settings.state_dir,
-                 cycle_seconds=settings.cycle_seconds)
-        return loops, stop
-
-    @staticmethod
-    def _stop(loops: list[SpaceLoop], stop: threading.Event) -> None:
-        stop.set()
-        for loop in loops:
-            loop.join()
+                 cycle_seconds=settings.cycle_seconds, lease_seconds=settings.lease_seconds,
+                 instance=self.coordinator.id)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -126,32 +106,44 @@ class Daemon:
         try:
             settings = self.settings = config.load(self.config_path)
             self._serve(settings)
-            loops, stop = self._launch(self._build(settings), settings)
+            self._launch(self._build(settings), settings)
         except ConfigError as e:
             log.error("configuration invalid, not starting", detail=str(e))
             if self.endpoint:
                 self.endpoint.stop()
             return 2
-        notify.notify("READY=1", f"STATUS=running {len(loops)} space(s)")
+        coordinator = self.coordinator
+        assert coordinator is not None
+        notify.notify("READY=1", f"STATUS=running, {len(settings.spaces)} space(s) configured")
         watchdog = notify.watchdog_seconds()
-        tick = min(watchdog / 2, 5.0) if watchdog else 5.0
+        next_tick = self.clock.monotonic()  # ticks are timed on the monotonic clock
         while not self.stopping.is_set():
-            self.wake.wait(tick)
+            if self.clock.monotonic() >= next_tick:
+                next_tick = self.clock.monotonic() + _tick_seconds(coordinator.settings)
+                try:
+                    coordinator.tick(self.clock.now())
+                except OSError as e:  # a failing shared filesystem: the leases lapse, the loop goes on
+                    log.error("coordination failed", detail=str(e))
+            wait = max(0.0, next_tick - self.clock.monotonic())
+            if watchdog:
+                wait = min(wait, watchdog / 2)
+            self.wake.wait(wait)
             self.wake.clear()
             if watchdog:
                 notify.notify("WATCHDOG=1")
             if self.reload_requested.is_set() and not self.stopping.is_set():
                 self.reload_requested.clear()
-                loops, stop = self._reload(loops, stop)
-        notify.notify("STOPPING=1", "STATUS=finishing current cycles")
-        log.info("stopping: finishing current cycles")
-        self._stop(loops, stop)
+                self._reload()
+                next_tick = self.clock.monotonic()
+        notify.notify("STOPPING=1", "STATUS=finishing current cycles, releasing leases")
+        log.info("stopping: finishing current cycles, then releasing leases")
+        coordinator.leave()
         if self.endpoint:
             self.endpoint.stop()
         log.info("stopped")
         return 0
 
-    def _reload(self, loops: list[SpaceLoop], stop: threading.Event) -> tuple[list[SpaceLoop], threading.Event]:
+    def _reload(self) -> None:
         notify.notify("RELOADING=1")
         try:
             settings = config.load(self.config_path)
@@ -163,8 +155,7 @@ class Daemon:
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration", detail=str(e))
             notify.notify("READY=1")
-            return loops, stop
-        self._stop(loops, stop)
+            return
         if self.endpoint and settings.endpoint:
             # Same address (restart_needed): keep the port actually bound, which machines were told.
             bound = replace(settings.endpoint, port=self.endpoint.port or settings.endpoint.port)
@@ -176,7 +167,6 @@ class Daemon:
                 except ConfigError as e:
                     log.error("endpoint cannot restart, trying the previous settings", detail=str(e))
         self.settings = settings
-        result = self._launch(spaces, settings)
+        self._launch(spaces, settings)
         log.info("configuration reloaded", files=",".join(settings.files))
-        notify.notify("READY=1", f"STATUS=running {len(spaces)} space(s)")
-        return result
+        notify.notify("READY=1", f"STATUS=running, {len(spaces)} space(s) configured")

@@ -171,6 +171,7 @@ class MachineRecord:
     deleting_since: float | None = None
     outcome: Outcome | None = None
     adopted: bool = False
+    epoch: int = 0  # the lease epoch it was created (or adopted) under; 0: before leases
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "site": {"type": "string", "pattern": r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?\Z"},
         "state_dir": {"type": "string", "minLength": 1},
         "cycle_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "lease_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "instance_name": {"type": "string", "pattern": r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$"},
         "finished_retention_days": {"type": "number", "minimum": 0},
         "decisions_max_bytes": _positive,
         "log_level": {"enum": ["debug", "info", "warning", "error"]},

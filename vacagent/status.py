@@ -1,8 +1,10 @@
 """What operators ask the state directory: `vacagent status` and `vacagent why`.
 
 Reads only the state directory (no backend call), so it answers at once
-and works while the daemon runs.  The figures are as of each space's last
-cycle.
+and works while the daemons run.  The figures are as of each space's last
+cycle.  With several instances, status lists them (instances/) and each
+space's lease: holder, epoch, expiry; `why` says who holds a space and when
+an instance stopped acting on it because another took it over.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any, Iterable
 from vacagent.backoff import gate
 from vacagent.config import Settings
 from vacagent.model import iso
+from vacagent.state import formats
+from vacagent.state.instances import Registry, alive
+from vacagent.state.lease import SpaceLease, free
 from vacagent.state.store import SpaceStore, day
 
 RECLAIM_WINDOW_DAYS = 7  # the reclaim rate counts machines closed in the last week
@@ -39,6 +44,33 @@ def last_decisions(store: SpaceStore, count: int = 1) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+def lease_status(settings: Settings, name: str, now: float) -> dict[str, Any] | None:
+    """The space's lease in force, and what it means now (held, expired, released)."""
+    try:
+        lease = SpaceLease(settings.state_dir, name).read(settings.lease_seconds)
+    except formats.FormatTooNew as e:
+        return {"state": "unreadable", "detail": str(e)}
+    if lease is None:
+        return None
+    state = "released" if lease.released else ("expired" if free(lease, now) else "held")
+    return {"state": state, "holder": lease.holder, "epoch": lease.epoch, "renewed_at": lease.renewed_at,
+            "expires_at": lease.expires_at}
+
+
+def instances_status(settings: Settings, now: float) -> list[dict[str, Any]]:
+    return [
+        {"id": i.id, "host": i.host, "pid": i.pid, "version": i.version, "started": i.started,
+         "last_seen": i.last_seen, "alive": alive(i, now, settings.lease_seconds), "stopping": i.stopping,
+         "refused": list(i.refused), "endpoint": i.endpoint}
+        for i in Registry(settings.state_dir).read()
+    ]
+
+
+def _cycles(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decision records of cycles (not the lines saying an instance stopped acting)."""
+    return [d for d in decisions if "stopped" not in d]
 
 
 def warnings(store: SpaceStore) -> list[str]:
@@ -75,7 +107,7 @@ def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
     store = SpaceStore(settings.state_dir, name, settings.site)
     try:
         return _space_status(settings, store, now)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:  # never a traceback: say what
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, formats.FormatTooNew) as e:  # never a traceback
         return {"space": name, "warnings": [f"cannot read the state of space {name}: {type(e).__name__}: {e}"],
                 "backend": None, "processors_limit": None, "processors": 0, "machines_total": 0,
                 "last_cycle": None, "machinetypes": {}, "machines": []}
@@ -84,7 +116,7 @@ def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
 def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str, Any]:
     name = store.space
     records = store.records()
-    decisions = last_decisions(store)
+    decisions = _cycles(last_decisions(store, 4))
     last = decisions[-1] if decisions else {}
     names = sorted(set(store.stored_machinetypes()) | {r.machinetype for r in records.values()})
     machinetypes: dict[str, Any] = {}
@@ -130,6 +162,7 @@ def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str
         "processors": sum(r.processors for r in records.values()),
         "machines_total": len(records),
         "last_cycle": last.get("time"),
+        "lease": lease_status(settings, name, now),
         "machinetypes": machinetypes,
         "machines": machines,
         "warnings": warnings(store),
@@ -148,8 +181,20 @@ def status(settings: Settings, now: float, only: str | None = None) -> dict[str,
         "site": settings.site,
         "state_dir": str(settings.state_dir),
         "time": now,
+        "instances": instances_status(settings, now),
         "spaces": [space_status(settings, n, now) for n in names],
     }
+
+
+def _lease_line(lease: dict[str, Any] | None, now: float) -> str:
+    if lease is None:
+        return "never held by any instance"
+    if lease["state"] == "unreadable":
+        return f"lease unreadable: {lease['detail']}"
+    if lease["state"] == "held":
+        return (f"held by {lease['holder']} (epoch {lease['epoch']}), renewed {_age(now, lease['renewed_at'])} ago, "
+                f"expires in {max(0, int(lease['expires_at'] - now))}s")
+    return f"{lease['state']} by {lease['holder']} (epoch {lease['epoch']}) {_age(now, lease['expires_at'])} ago: no instance acts on it"
 
 
 def _age(now: float, t: float | None) -> str:
@@ -166,6 +211,11 @@ def _age(now: float, t: float | None) -> str:
 def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str]:
     now = report["time"]
     yield f"site {report['site']}  state {report['state_dir']}"
+    for i in report.get("instances", []):
+        how = "stopping" if i["stopping"] else ("alive" if i["alive"] else "dead")
+        refused = f", refuses {','.join(i['refused'])}" if i["refused"] else ""
+        yield (f"instance {i['id']}: {how}, host {i['host']} pid {i['pid']} vacagent {i['version']}, "
+               f"seen {_age(now, i['last_seen'])} ago{refused}")
     if not report["spaces"]:
         yield "  no spaces have run yet"
     for space in report["spaces"]:
@@ -174,6 +224,9 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
             f"space {space['space']} ({space['backend']}): {space['machines_total']} machines, "
             f"{space['processors']}/{space['processors_limit']} processors, last cycle {_age(now, space['last_cycle'])} ago"
         )
+        yield f"  lease: {_lease_line(space.get('lease'), now)}"
+
+
         for warning in space["warnings"]:
             yield f"  warning: {warning}"
         yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
@@ -224,18 +277,23 @@ def held_since(decisions: list[dict[str, Any]], index: int, machinetype: str) ->
     return since
 
 
-def why(settings: Settings, space: str | None, machinetype: str | None, count: int) -> Iterable[str]:
+def why(settings: Settings, space: str | None, machinetype: str | None, count: int, now: float) -> Iterable[str]:
     names = [space] if space else sorted(settings.spaces)
     for name in names:
         store = SpaceStore(settings.state_dir, name, settings.site)
+        yield f"space {name}: {_lease_line(lease_status(settings, name, now), now)}"
         history = last_decisions(store, count + WHY_HISTORY)
         decisions = history[-count:]
         if not decisions:
             yield f"space {name}: no decision recorded yet (has the daemon run a cycle?)"
             continue
         for i, d in enumerate(decisions, len(history) - len(decisions)):
+            by = f" by {d['instance']} (epoch {d['epoch']})" if "instance" in d else ""
+            if "stopped" in d:
+                yield f"space {name} at {d['at']}: {d.get('instance', 'an instance')} stopped acting on it: {d['stopped']}"
+                continue
             yield (
-                f"space {name} at {d['at']}: {d['machines_total']} machines, "
+                f"space {name} at {d['at']}{by}: {d['machines_total']} machines, "
                 f"{d['processors_total']}/{d['processors_limit']} processors"
             )
             mts = sorted(set(d.get("machinetypes", {})) | set(d.get("held", {})) | set(d.get("created", {})))

@@ -45,6 +45,11 @@ WRAPPER = (
     '[ -n "$term" ] && exit 143; cd work || exit 112; rc=0; "$@" || rc=$?; '
     'umask 027; echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
 )
+# The machine is not the daemon's child: a launcher starts it in its own
+# session in the background and exits, so it is reparented to init, which
+# reaps it.  A daemon that stops holding the space (another instance took it
+# over) thus never leaves a zombie that looks like a live machine.
+LAUNCH = 'setsid "$@" >&2 </dev/null & echo $!'
 ABANDONED_SECONDS = 60  # a directory with no process.json this old was never launched
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -88,7 +93,6 @@ class LocalBackend:
         self.root = context.state_dir / "local" / context.space
         self.grace = float(context.options.get("terminate_grace_seconds", 10))
         self.requests_made = 0
-        self._children: dict[int, subprocess.Popen] = {}
         self._boot_id = _boot_id()
         self._boot_time = _boot_time()
 
@@ -106,9 +110,6 @@ class LocalBackend:
             return False, False
         pid = info["pid"]
         stat = _proc_stat(pid)
-        if stat is not None and stat[0] == "Z" and stat[1] == info["start_ticks"]:
-            self._reap(pid)
-            stat = _proc_stat(pid)
         if stat is not None and stat[1] != info["start_ticks"]:
             return False, False
         if stat is not None and stat[0] != "Z":
@@ -118,20 +119,6 @@ class LocalBackend:
         except (ProcessLookupError, PermissionError):
             return False, False
         return False, True
-
-    def _reap(self, pid: int) -> None:
-        """Collect an exited machine's leader.  A zombie still counts as a member of
-        its group (`killpg(pid, 0)` succeeds), so an unreaped one would keep its
-        machine alive forever.  Its Popen may be gone (a reload builds new
-        backends): then wait for the pid itself."""
-        child = self._children.pop(pid, None)
-        if child is not None:
-            child.poll()
-            return
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass  # not our child (another daemon started it): its parent or init reaps it
 
     def _signal(self, info: dict, sig: int) -> None:
         if self._status(info)[1]:
@@ -188,23 +175,26 @@ class LocalBackend:
             # What the machine prints may include its token: owner-only, like the user_data.
             with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SECRET_MODE),
                            "ab") as log:
-                child = subprocess.Popen(
-                    ["/bin/sh", "-c", WRAPPER, "vacagent-machine", *command],
+                launcher = subprocess.Popen(
+                    ["/bin/sh", "-c", LAUNCH, "vacagent-launch", "/bin/sh", "-c", WRAPPER, "vacagent-machine", *command],
                     cwd=directory,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
                 )
+                out, _ = launcher.communicate()
         except OSError as e:
             raise Temporary(f"creating machine {request.name}: cannot start process: {e.strerror}") from e
-        stat = _proc_stat(child.pid)
+        try:
+            pid = int(out)
+        except ValueError:
+            raise Temporary(f"creating machine {request.name}: the launcher gave no pid ({out[:100]!r})") from None
+        stat = _proc_stat(pid)
         if stat is None:
             raise Permanent(f"creating machine {request.name}: process exited at once")
-        self._children[child.pid] = child
         info = {
-            "pid": child.pid,
+            "pid": pid,
             "start_ticks": stat[1],
             "boot_id": self._boot_id,
             "site": self.context.site,

@@ -43,6 +43,7 @@ from vacagent import apel as apel_records
 from vacagent import crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
+from vacagent.state import formats
 from vacagent.state.atomic import (
     FILE_MODE, append_line, create, make_dirs, read_json, read_lines, write_json, write_text,
 )
@@ -111,7 +112,8 @@ _RECORD_FIELDS = tuple(f.name for f in fields(MachineRecord))
 
 def record_to_json(record: MachineRecord) -> dict[str, Any]:
     # asdict() deep-copies every value: 10x slower, and the values are plain already.
-    data = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    data = {formats.KEY: formats.FORMAT}
+    data.update((name, getattr(record, name)) for name in _RECORD_FIELDS)
     if record.outcome is None:
         data.pop("outcome")
     else:
@@ -122,6 +124,7 @@ def record_to_json(record: MachineRecord) -> dict[str, Any]:
 def accounting_line(site: str, record: MachineRecord, outcome: Outcome, closing: str) -> dict[str, Any]:
     """A closed machine's accounting line (the one place it is built); `closing` is its close's id."""
     return {
+        formats.KEY: formats.FORMAT,
         "site": site,
         "space": record.space,
         "machinetype": record.machinetype,
@@ -224,7 +227,7 @@ class SpaceStore:
                 continue
             path = f"{entry.path}{os.sep}machine.json"
             try:
-                records[entry.name] = record_from_json(read_json(Path(path)))
+                records[entry.name] = record_from_json(formats.checked(read_json(Path(path)), path))
             except FileNotFoundError:
                 if os.path.isdir(entry.path):  # (not a directory closed since the scan)
                     self.damaged[entry.name] = f"{path}: missing"
@@ -373,7 +376,7 @@ class SpaceStore:
             journal["apel"] = {"text": apel[0], **apel_records.placement(apel[1], self.state_dir, now, closing)}
         self._claim()
         with self._writing():
-            write_json(self.closing_dir / f"{record.name}.json", journal)
+            formats.write(self.closing_dir / f"{record.name}.json", journal)
         if self._records is not None:
             self._records.pop(record.name, None)
         crashpoints.reached("after_close_journal")
@@ -383,7 +386,7 @@ class SpaceStore:
     def finish_closes(self) -> Iterator[dict[str, Any]]:
         """Complete the closes a crash or an error interrupted; yields their accounting lines."""
         for name in self._closing():
-            journal = read_json(self.closing_dir / f"{name}.json")
+            journal = formats.read(self.closing_dir / f"{name}.json")
             self._complete(name, journal, recovering=True)
             yield journal["line"]
 
@@ -433,24 +436,27 @@ class SpaceStore:
 
     def feedback(self, machinetype: str) -> FeedbackState:
         try:
-            data = read_json(self.machinetypes_dir / machinetype / "feedback.json")
+            data = formats.read(self.machinetypes_dir / machinetype / "feedback.json")
         except (FileNotFoundError, ValueError):
             return FeedbackState()
         fields = {k: v for k, v in data.items() if k in FeedbackState.__dataclass_fields__}
         return FeedbackState(**fields)
 
     def save_feedback(self, machinetype: str, state: FeedbackState) -> None:
-        write_json(self.machinetypes_dir / machinetype / "feedback.json", asdict(state))
+        formats.write(self.machinetypes_dir / machinetype / "feedback.json", asdict(state))
 
     def definition(self, machinetype: str) -> dict[str, Any] | None:
+        """The stored definition, without its format key."""
         try:
-            return read_json(self.machinetypes_dir / machinetype / "definition.json")
+            data = formats.read(self.machinetypes_dir / machinetype / "definition.json")
         except (FileNotFoundError, ValueError):
             return None
+        data.pop(formats.KEY, None)
+        return data
 
     def save_definition(self, machinetype: str, definition: dict[str, Any]) -> None:
         if self.definition(machinetype) != definition:
-            write_json(self.machinetypes_dir / machinetype / "definition.json", definition)
+            formats.write(self.machinetypes_dir / machinetype / "definition.json", definition)
 
     def stored_machinetypes(self) -> list[str]:
         if not self.machinetypes_dir.is_dir():
@@ -466,4 +472,4 @@ class SpaceStore:
                 os.replace(path, path.with_suffix(".jsonl.1"))
         except FileNotFoundError:
             pass
-        append_line(path, decision)
+        append_line(path, formats.stamped(decision))

@@ -17,13 +17,13 @@ import socket
 from pathlib import Path
 
 from vacagent.model import iso
-from vacagent.state.atomic import read_json, write_json
+from vacagent.state import formats
 
 FILE = "endpoint.json"
 
 
 def record_up(state_dir: Path, now: float, url: str | None, listen: str) -> None:
-    write_json(
+    formats.write(
         state_dir / FILE,
         {"up_since": now, "at": iso(now), "url": url, "listen": listen, "host": socket.getfqdn(), "pid": os.getpid()},
     )
@@ -31,7 +31,7 @@ def record_up(state_dir: Path, now: float, url: str | None, listen: str) -> None
 
 def up_since(state_dir: Path) -> float | None:
     try:
-        value = read_json(state_dir / FILE).get("up_since")
-    except (OSError, ValueError, AttributeError):
+        value = formats.read(state_dir / FILE).get("up_since")
+    except (OSError, ValueError, AttributeError, formats.FormatTooNew):
         return None
     return float(value) if isinstance(value, (int, float)) else None
