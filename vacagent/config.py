@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from vacagent.backends.registry import REPORTS_QUOTA
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
 from vacagent.schema import CONFIG_SCHEMA, violations
@@ -48,6 +49,9 @@ class SpaceSettings:
     machinetypes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # inline definitions
     intent_grace_seconds: int = 300  # a created machine must be listed within this time
     config_file: str = ""
+    # processors_limit not set, for a backend that reads its cloud's quota (registry.REPORTS_QUOTA):
+    # limits.processors_limit is then 0 here, and each cycle plans within the quota read.
+    quota_from_cloud: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,9 @@ def _resolve_paths(definition: Mapping[str, Any], base: Path) -> dict[str, Any]:
 def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     base = path.parent
     limit = raw.get("processors_limit")
+    quota_from_cloud = limit is None and raw["backend"] in REPORTS_QUOTA
+    if quota_from_cloud:
+        limit = 0
     if limit is None:
         if raw["backend"] != "local":
             raise ConfigError(f"{path}: spaces.{name}.processors_limit: required for backend {raw['backend']!r}")
@@ -178,6 +185,7 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
         machinetypes=inline,
         intent_grace_seconds=raw.get("intent_grace_seconds", 300),
         config_file=str(path),
+        quota_from_cloud=quota_from_cloud,
     )
 
 

@@ -15,7 +15,11 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     # name: (module, class, pip extra that provides its SDK)
     "local": ("vacagent.backends.local", "LocalBackend", ""),
     "fake": ("vacagent.backends.fake", "FakeBackend", ""),
+    "openstack": ("vacagent.backends.openstack", "OpenStackBackend", "openstack"),
 }
+
+# Backends with a `quota()` (base.QuotaReporting): their spaces may leave processors_limit unset.
+REPORTS_QUOTA = frozenset({"openstack"})
 
 
 def create(name: str, context: BackendContext) -> Backend:
