@@ -16,12 +16,15 @@ the `service` role before nova-api starts; the compute host must be mapped
 (discover_hosts) and in placement before a server can be scheduled.
 
 Neighbours: openstack_support.py (the pytest fixture and helpers),
-openstack_proxy.py (fault injection in front of nova).  Run by hand:
-`python tests/openstack_controlplane.py [DIR]` starts one and waits.
+openstack_proxy.py (fault injection in front of nova).  Run by hand,
+`python tests/openstack_controlplane.py DIR` starts one and waits; while it
+runs, `VACAGENT_OPENSTACK_DIR=DIR pytest -m openstack` (and the benchmark)
+use it instead of starting their own, to save its start-up while developing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -147,6 +150,7 @@ class ControlPlane:
             self._mark("APIs up", t0)
             self._wait_compute_host()
             self._mark("compute host ready", t0)
+            (self.base / "ports.json").write_text(json.dumps(self.ports))
         except BaseException:
             self.stop()
             raise
@@ -172,6 +176,11 @@ class ControlPlane:
                 pass
             process.wait()
         self.processes.clear()
+
+    @classmethod
+    def attach(cls, base: Path, venv: Path = DEFAULT_VENV) -> "ControlPlane":
+        """One already running (started by `main()` in another process): stop() leaves it running."""
+        return cls(base, venv, ports=json.loads((base / "ports.json").read_text()))
 
     # -- steps -------------------------------------------------------------
 
@@ -401,13 +410,15 @@ enabled = false
 
 
 def main() -> None:
-    base = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/vacagent-openstack").resolve()
+    base = Path(sys.argv[1]).resolve()
     plane = ControlPlane(base)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM or Ctrl-C: stop what was started
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     plane.start()
-    print(f"control plane up in {plane.timings} at {plane.auth_url} (admin / {ADMIN_PASSWORD}); Ctrl-C stops it")
+    print(f"control plane up ({plane.timings}, seconds) at {plane.auth_url} (admin / {ADMIN_PASSWORD}); Ctrl-C or SIGTERM stops it", flush=True)
     try:
         signal.pause()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         plane.stop()

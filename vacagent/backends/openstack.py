@@ -1,7 +1,7 @@
 """The OpenStack backend: servers in one project and region, through openstacksdk.
 
 Options (the space's `options:`; docs/backends/openstack.md has the reference):
-`cloud` (a name in clouds.yaml) or `auth` (auth_url plus an application
+`cloud` (a name in clouds.yaml; `clouds_file` names the file) or `auth` (auth_url plus an application
 credential id/secret, or username/password/project), `region`, `network`
 (a name, an id, `auto` or `none`), `security_groups`, `key_name`,
 `availability_zones` (machines are spread across them), `flavor_names` (the
@@ -34,6 +34,8 @@ from typing import Any, Mapping
 
 import keystoneauth1.exceptions
 import openstack
+import openstack.config
+import openstack.connection
 import openstack.exceptions
 
 from vacagent import errors
@@ -48,23 +50,27 @@ NOVA_USER_DATA_BYTES = 65535  # Nova's limit on the base64 text
 
 def connect(options: Mapping[str, Any], space: str):
     """An SDK connection from the space's options (no network traffic yet)."""
-    common = dict(load_envvars=False, compute_api_version=MICROVERSION,
+    common: dict[str, Any] = dict(compute_api_version=MICROVERSION,
                   api_timeout=float(options.get("timeout_seconds", 60)),
                   # Retries are the cycle's business: a failure here is an input, not a wait.
                   connect_retries=0, status_code_retries=0)
     if options.get("region"):
         common["region_name"] = options["region"]
-    try:
-        if "cloud" in options:
-            return openstack.connect(cloud=options["cloud"], **common)
-        auth = dict(options["auth"])
-    except KeyError:
-        raise errors.ConfigError(f"space {space}: options: set `cloud` (a name in clouds.yaml) or `auth`") from None
-    except openstack.exceptions.ConfigException as e:
-        raise errors.ConfigError(f"space {space}: options.cloud: {e}") from e
+    if "cloud" in options:
+        try:
+            # Only the named file, or the SDK's usual places (./, ~/.config/openstack/, /etc/openstack/).
+            files = [str(options["clouds_file"])] if options.get("clouds_file") else None
+            config = openstack.config.OpenStackConfig(config_files=files, load_envvars=False)
+            region = config.get_one(cloud=options["cloud"], **common)
+        except openstack.exceptions.ConfigException as e:
+            raise errors.ConfigError(f"space {space}: options.cloud: {e}") from e
+        return openstack.connection.Connection(config=region)
+    if "auth" not in options:
+        raise errors.ConfigError(f"space {space}: options: set `cloud` (a name in clouds.yaml) or `auth`")
+    auth = dict(options["auth"])
     auth_type = auth.pop("auth_type", "v3applicationcredential" if "application_credential_id" in auth
                          or "application_credential_secret" in auth else "password")
-    return openstack.connect(auth=auth, auth_type=auth_type, load_yaml_config=False, **common)
+    return openstack.connect(auth=auth, auth_type=auth_type, load_yaml_config=False, load_envvars=False, **common)
 
 
 class OpenStackBackend:
@@ -97,11 +103,11 @@ class OpenStackBackend:
             self.requests_made += 1
         else:
             self.lookups_made += 1
-        proxy = getattr(self.conn, service)
         if service == "compute":
             kw.setdefault("microversion", MICROVERSION)
         try:
-            response = proxy.request(url, method, raise_exc=False, **kw)
+            # The first use of a service authenticates and reads the catalog: inside the try.
+            response = getattr(self.conn, service).request(url, method, raise_exc=False, **kw)
         except keystoneauth1.exceptions.Unauthorized as e:
             raise errors.ConfigError(f"{action}: the cloud refused the space's credentials: {e}") from e
         except (keystoneauth1.exceptions.ConnectionError, keystoneauth1.exceptions.RequestTimeout) as e:
