@@ -41,6 +41,7 @@ from vacagent.model import MachineState, MachineType
 from vacagent.state.atomic import read_json
 
 from conftest import T0
+from daemon_helpers import wait_for
 from openstack_controlplane import IMAGE
 
 MT = MachineType(name="mt", processors=2)
@@ -130,21 +131,16 @@ class LocalDriver:
                                   for m in self.backend.list_machines()))
 
     def wait(self, predicate, timeout: float = 10.0):
-        return poll(predicate, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result or time.monotonic() > deadline:
+                assert result, "condition not reached"
+                return result
+            time.sleep(0.05)
 
     def cleanup(self) -> None:
         kill_local_machines(self.tmp)
-
-
-def poll(predicate, timeout: float, interval: float = 0.05):
-    """The predicate's first true value within timeout seconds of real time (else an assertion fails)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() > deadline:
-            assert result, "condition not reached"
-            return result
-        time.sleep(interval)
 
 
 def kill_local_machines(state_dir: Path) -> None:
@@ -285,7 +281,7 @@ class OpenStackDriver:
         self.admin.compute.stop_server(self._server(name))
 
     def wait(self, predicate, timeout: float = 10.0):
-        return poll(predicate, max(timeout, 120.0), interval=0.3)
+        return wait_for(predicate, max(timeout, 120.0), interval=0.3)
 
     def cleanup(self) -> None:
         self.cloud.proxy.clear()

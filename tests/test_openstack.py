@@ -18,7 +18,7 @@ from vacagent.backends.openstack import OpenStackBackend
 from vacagent.clock import SystemClock
 from vacagent.model import Cause, MachineState, MachineType, Quota
 
-from backends import poll
+from daemon_helpers import wait_for
 from openstack_support import IMAGE
 
 pytestmark = pytest.mark.openstack
@@ -45,7 +45,7 @@ def mt(processors=1, **extra):
 
 
 def listed(backend, name, predicate=lambda m: True, timeout=120):
-    return poll(lambda: next((m for m in backend.list_machines() if m.name == name and predicate(m)), None),
+    return wait_for(lambda: next((m for m in backend.list_machines() if m.name == name and predicate(m)), None),
                 timeout, interval=0.3)
 
 
@@ -87,7 +87,7 @@ def test_accepted_then_refused_by_novas_quota_recheck_is_a_quota_end(cloud, tmp_
             machines = backend.list_machines()
             return len(machines) == 2 and all(m.state is not MachineState.STARTING for m in machines) and machines
 
-        failed = [m for m in poll(settled, 120, 0.3) if m.state is MachineState.FAILED]
+        failed = [m for m in wait_for(settled, 120, 0.3) if m.state is MachineState.FAILED]
         assert failed
         assert all(m.cause is Cause.QUOTA and "Quota exceeded for instances" in m.message for m in failed)
     finally:
@@ -119,7 +119,7 @@ def test_quota_is_the_projects_limits_less_what_other_servers_use(cloud, tmp_pat
                                     image_id=admin.image.find_image(IMAGE).id, networks="none")
         listed(backend, "mt-mine")
         # cores: 10 less the other server's 1; instances: 4 less 1. Ours count as ours, not as used.
-        assert poll(lambda: backend.quota() == Quota(processors=9, machines=3), 60)
+        assert wait_for(lambda: backend.quota() == Quota(processors=9, machines=3), 60)
         cloud.root.compute.update_quota_set(cloud.project_id(project), cores=-1, instances=-1)
         assert backend.quota() == Quota(None, None)
     finally:
