@@ -8,6 +8,12 @@
 #                                  uses only the time, and an unchanged TEXT, or none,
 #                                  is the cheapest to refresh)
 #   vacagent_shutdown CODE TEXT    leave the shutdown message "CODE TEXT" (retried 5 times)
+#   vacagent_jobs_started N        the machine has started N jobs so far: 0 when its job agent
+#                                  starts looking for work, then after each job start (vacagent
+#                                  ends a backoff as soon as it sees N > 0)
+#   vacagent_demand N              the project has N jobs waiting (an optional hint)
+#   vacagent_job_seconds SECONDS   report the seconds spent running jobs so far (an integer:
+#                                  vacagent's useful-time ledger; docs/ledger.md)
 #   vacagent_put FILE TEXT         write TEXT to joboutputs/FILE (a log, a summary, ...)
 #   vacagent_get KIND KEY          print machinefeatures/KEY or jobfeatures/KEY
 #
@@ -52,6 +58,13 @@ vacagent_heartbeat() {
     vacagent_put "${VACAGENT_HEARTBEAT_FILE:-heartbeat}" "${1:-}"
 }
 
+vacagent_job_seconds() {
+    case "$1" in
+    '' | *[!0-9]*) echo "vacagent_job_seconds: SECONDS is a whole number, not '$1'" >&2; return 2 ;;
+    esac
+    vacagent_put job_seconds "$1"
+}
+
 vacagent_shutdown() {
     _vacagent_code=$1
     shift
@@ -60,4 +73,19 @@ vacagent_shutdown() {
         sleep "$_vacagent_wait"
     done
     return 1
+}
+
+_vacagent_count() {
+    case "$2" in
+    '' | *[!0-9]*) echo "vacagent_$1: N is a count (0, 1, 2, ...), not '$2'" >&2; return 2 ;;
+    esac
+    vacagent_put "$1" "$2"
+}
+
+vacagent_jobs_started() {
+    _vacagent_count jobs_started "$1"
+}
+
+vacagent_demand() {
+    _vacagent_count demand "$1"
 }

@@ -14,9 +14,10 @@ that driver to the tests that need it (never a skip):
   space cheaply (through the cloud or its emulator); the suite checks that
   listing them costs ceil(n / PAGE_SIZE) requests.  n is `POPULATE` if the
   driver sets it (a real cloud too slow for 1,200), else 1,200.
-- `STATES` ({native state id: MachineState}) and `force_state(name, native)`:
-  put a created machine into that native state; the suite checks the listing
-  maps it.
+- `STATES` ({native state id: MachineState, or `Native(state, cause,
+  message)` to check the platform's cause and shutdown message too}) and
+  `force_state(name, native)`: put a created machine into that native
+  state; the suite checks the listing maps it.
 - `ERRORS` ({case id: (operation, expected error type or None for success)})
   and `inject(operation, case)`: make the next `operation` ("create" or
   "delete") fail the way the cloud does for that case; the suite checks the
@@ -25,9 +26,11 @@ that driver to the tests that need it (never a skip):
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,7 @@ from vacagent.backends.fake import FakeBackend
 from vacagent.backends.local import LocalBackend
 from vacagent.clock import FakeClock, SystemClock
 from vacagent.errors import CapacityExhausted, ConfigError, NotFound, Permanent, QuotaExceeded, Temporary
-from vacagent.model import MachineState, MachineType
+from vacagent.model import Cause, MachineState, MachineType
 from vacagent.state.atomic import read_json
 
 from conftest import T0
@@ -45,6 +48,16 @@ from daemon_helpers import wait_for
 from openstack_controlplane import IMAGE
 
 MT = MachineType(name="mt", processors=2)
+
+
+@dataclass(frozen=True)
+class Native:
+    """What a native state must be listed as: the state, the platform's cause, and the start of
+    the platform's shutdown message (None: no message)."""
+
+    state: MachineState
+    cause: Cause | None = None
+    message: str | None = None
 
 
 class FakeDriver:
@@ -150,6 +163,157 @@ def kill_local_machines(state_dir: Path) -> None:
             os.killpg(read_json(info_path)["pid"], signal.SIGKILL)
         except (ProcessLookupError, PermissionError, KeyError, ValueError):
             pass
+
+
+class KubernetesDriver:
+    """The kubernetes backend through the real client, against tests/kube_emulator.py over HTTP;
+    the driver plays the kubelet (`wait` starts pending pods, as a node would)."""
+
+    name = "kubernetes"
+    NS = "vac"
+    PAGE_SIZE = 100
+    CREATE_REQUESTS = 2  # the pod, then its Secret
+    MT = MachineType(name="mt", processors=2, extra={"root_image": "docker://busybox:1.36",
+                                                     "container_command": ["sleep", "600"]})
+    STATES = {
+        "pending": MachineState.STARTING,
+        "running": MachineState.RUNNING,
+        "succeeded": Native(MachineState.STOPPED, None, "200 "),
+        "failed-exit": Native(MachineState.STOPPED, None, "700 Error (exit code 3)"),
+        "failed-coded": Native(MachineState.STOPPED, None, "300 No more work available"),
+        "image-pull-backoff": Native(MachineState.FAILED, None, "500 ImagePullBackOff"),
+        "err-image-pull": Native(MachineState.FAILED, None, "500 ErrImagePull"),
+        "create-container-config-error": Native(MachineState.FAILED, None, "500 CreateContainerConfigError"),
+        "invalid-image-name": Native(MachineState.FAILED, None, "500 InvalidImageName"),
+        "unschedulable": Native(MachineState.STARTING, Cause.CAPACITY),
+        "evicted": Native(MachineState.STOPPED, Cause.RECLAIMED),
+        "preempted": Native(MachineState.STOPPED, Cause.RECLAIMED),
+        "secret-missing": Native(MachineState.FAILED, None, "700 Failed to start"),
+        "deleting": MachineState.DELETING,
+        "unknown": MachineState.UNKNOWN,
+    }
+    OURS = {"app.kubernetes.io/managed-by": "vacagent", "vacagent.io/site": "site", "vacagent.io/space": "s",
+            "vacagent.io/machinetype": "mt", "vacagent.io/processors": "2"}  # the labels of this site's "mt" pods
+    WAITING = {"image-pull-backoff": "ImagePullBackOff", "err-image-pull": "ErrImagePull",
+               "create-container-config-error": "CreateContainerConfigError", "invalid-image-name": "InvalidImageName"}
+    ERRORS = {
+        "same-name-ours": ("create", None),
+        "same-name-not-ours": ("create", Permanent),
+        "throttled": ("create", Temporary),
+        "server-error": ("create", Temporary),
+        "quota": ("create", QuotaExceeded),
+        "must-specify": ("create", Permanent),
+        "invalid": ("create", Permanent),
+        "rbac-create": ("create", ConfigError),
+        "unauthorized": ("create", ConfigError),
+        "secret-refused": ("create", Temporary),
+        "gone": ("delete", None),
+        "rbac-delete": ("delete", ConfigError),
+        "delete-unavailable": ("delete", Temporary),
+    }
+
+    def __init__(self, tmp_path: Path, site: str = "site", space: str = "s"):
+        import kube_emulator as kube  # the emulator's module is only needed where this driver runs
+
+        self.kube = kube
+        self.tmp = tmp_path
+        self.emulator = kube.KubeEmulator()
+        self.server = kube.serve(self.emulator)
+        self.kubeconfig = tmp_path / "kubeconfig.yaml"
+        url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.kubeconfig.write_text(json.dumps(kube.kubeconfig(url, self.NS)))
+        self.backend = self.other(site, space)
+
+    def other(self, site: str, space: str):
+        from vacagent.backends.kubernetes import KubernetesBackend
+
+        options = {"kubeconfig": str(self.kubeconfig), "namespace": self.NS, "page_size": self.PAGE_SIZE}
+        return KubernetesBackend(BackendContext(site, space, self.tmp, options, SystemClock()))
+
+    def request(self, name: str) -> CreateRequest:
+        return CreateRequest(name, self.MT, "#!/bin/sh\nsleep 600\n", {"VACAGENT_TOKEN": f"vac.s.{name}.secret"})
+
+    def _pod(self, name: str, labels: dict[str, str]) -> dict:
+        return {"metadata": {"name": name, "labels": labels},
+                "spec": {"containers": [{"name": "worker", "image": "busybox"}], "restartPolicy": "Never"}}
+
+    def populate(self, n: int) -> None:
+        for i in range(n):
+            self.emulator.put("pods", self.NS, self._pod(f"mt-p{i:05d}", self.OURS))
+            self.emulator.run(self.NS, f"mt-p{i:05d}")
+
+    def force_state(self, name: str, native: str) -> None:
+        e, ns = self.emulator, self.NS
+        if native == "secret-missing":
+            self.backend = self.other("site", "s")  # a restarted daemon: it did not make the Secret itself
+            del e.objects["secrets"][(ns, name)]
+            e.run(ns, name)
+        elif native == "unknown":
+            e.get("pods", ns, name)["status"] = {"phase": "Unknown"}
+        elif native in self.WAITING:
+            e.wait_container(ns, name, self.WAITING[native])
+        elif native == "unschedulable":
+            e.unschedulable(ns, name)
+        elif native == "deleting":
+            e.termination_seconds = 30
+            e.run(ns, name)
+            self.backend.delete_machine({m.name: m for m in self.backend.list_machines()}[name])
+        elif native != "pending":
+            e.run(ns, name)
+            if native == "succeeded":
+                e.terminate(ns, name, 0)
+            elif native == "failed-exit":
+                e.terminate(ns, name, 3)
+            elif native == "failed-coded":
+                e.terminate(ns, name, 1, "300 No more work available\nbye")
+            elif native == "evicted":
+                e.evict(ns, name)
+            elif native == "preempted":
+                e.termination_seconds = 30
+                e.disrupt(ns, name)
+
+    def inject(self, operation: str, case: str) -> None:
+        kube, e, name, ours = self.kube, self.emulator, "mt-0009", self.OURS
+        injected = {
+            "throttled": ("POST", "pods", kube.ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
+                                                        headers={"Retry-After": "7"})),
+            "server-error": ("POST", "pods", kube.ApiError(500, "InternalError", "Internal error occurred: etcdserver: request timed out")),
+            "quota": ("POST", "pods", kube.quota_exceeded(name)),
+            "must-specify": ("POST", "pods", kube.must_specify(name)),
+            "invalid": ("POST", "pods", kube.ApiError(422, "Invalid", f'Pod "{name}" is invalid: spec.containers[0].image: Required value')),
+            "unauthorized": ("POST", "pods", kube.ApiError(401, "Unauthorized", "Unauthorized")),
+            "secret-refused": ("POST", "secrets", kube.ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")),
+            "delete-unavailable": ("DELETE", "pods", kube.ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")),
+        }
+        if case == "same-name-ours":
+            e.put("pods", self.NS, self._pod(name, ours))
+        elif case == "same-name-not-ours":
+            e.put("pods", self.NS, self._pod(name, {**ours, "vacagent.io/site": "another-site"}))
+        elif case == "rbac-create":
+            e.deny("create", "pods")
+        elif case == "rbac-delete":
+            e.deny("delete", "pods")
+        elif case == "gone":
+            e.objects["pods"].clear()
+        else:
+            e.inject(*injected[case])
+
+    def let_exit(self, name: str) -> None:
+        self.emulator.terminate(self.NS, name, 0)
+
+    def wait(self, predicate, timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.emulator.start_pending(self.NS)
+            result = predicate()
+            if result or time.monotonic() > deadline:
+                assert result, "condition not reached"
+                return result
+            time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class OpenStackDriver:
@@ -288,4 +452,4 @@ class OpenStackDriver:
         self.cloud.wipe(self.project)
 
 
-DRIVERS = [FakeDriver, LocalDriver, OpenStackDriver]
+DRIVERS = [FakeDriver, LocalDriver, KubernetesDriver, OpenStackDriver]

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from vacagent.state.atomic import read_json
+from vacagent.state.atomic import read_json, read_lines
 
 CHURN = """#!/bin/sh
 # runs a couple of seconds, then stops by itself
@@ -105,12 +105,51 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
 
 
 def accounting(state_dir: Path) -> list[dict]:
-    import json
-
     lines = []
     for path in sorted((state_dir / "accounting").glob("*.jsonl")):
-        lines += [json.loads(line) for line in path.read_text().splitlines()]
+        lines += list(read_lines(path))
     return lines
+
+
+def finished_names(state_dir: Path, space: str = "lab") -> list[str]:
+    """Names of the finished machines (a name reused within a day gets a `.<time>` suffix)."""
+    return [p.name.split(".")[0] for p in (state_dir / "spaces" / space / "finished").glob("*/*")]
+
+
+def orphans(site: str, state_dir: Path) -> set[str]:
+    """Machines whose script runs with no open record; checked twice, so a machine
+    that ended (and was closed) between the two reads is not counted."""
+    suspects = set(processes_of_site(site, scripts_only=True)) - open_records(state_dir)
+    if not suspects:
+        return set()
+    return set(processes_of_site(site, scripts_only=True)) & suspects - open_records(state_dir)
+
+
+def faults(site: str, state_dir: Path, intent_grace: float, space: str = "lab") -> dict[str, list]:
+    """What must never happen, read from the host and the state directory after a daemon stopped:
+    orphans, machines closed twice, finished machines with no accounting line (or lines of
+    unknown machines), open records of machines long gone (stale), closes left half-done."""
+    lines = accounting(state_dir)
+    names = [line["machine"] for line in lines]
+    finished = finished_names(state_dir, space)
+    live = processes_of_site(site)
+    now = time.time()
+    stale = []
+    for name in open_records(state_dir, space) - set(live):
+        record = machine_json(state_dir, name, space)
+        native = state_dir / "local" / space / name
+        exited = native / "exit_status"
+        quiet_since = exited.stat().st_mtime if exited.exists() else (0 if not native.exists() else now)
+        if now - record["created"] > intent_grace + 2 and now - quiet_since > 2:
+            stale.append(name)
+    return {
+        "orphans": sorted(orphans(site, state_dir)),
+        "duplicates": sorted({n for n in names if names.count(n) > 1}),
+        "lost": sorted(set(finished) - set(names)),
+        "unknown": sorted(set(names) - set(finished)),
+        "stale": sorted(stale),
+        "half_closed": sorted(p.name for p in (state_dir / "spaces" / space / "closing").glob("*.json")),
+    }
 
 
 def machine_json(state_dir: Path, name: str, space: str = "lab") -> dict:

@@ -94,3 +94,22 @@ def test_configuration_error_is_reported_not_raised(tmp_path):
 def test_demo_pipe_validates():
     result = run("validate", str(REPO / "vm_definitions" / "demo.pipe"), "--prefix", "demo")
     assert result.returncode == 0 and "ok demo-alpha" in result.stdout and "ok demo-beta" in result.stdout
+
+
+def test_status_warns_about_a_damaged_state_directory_and_never_tracebacks(site_config):
+    assert run("once", "--config", str(site_config)).returncode == 0
+    state = site_config.parent / "state"
+    first, second = sorted(p for p in (state / "spaces/lab/machines").iterdir())
+    (first / "machine.json").write_text('{"name": "x", "spa')
+    (second / "machine.json").write_text('["not", "a", "record"]')
+    (state / "spaces/lab/machinetypes/churn/feedback.json").write_text("{")
+    (state / "decisions/lab.jsonl").write_text('{"time": 1, "tor')
+    status = run("status", "--config", str(site_config))
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    assert status.stdout.count("warning: unreadable record") == 2
+    once = run("once", "--config", str(site_config))  # sets them aside; the machines are adopted
+    assert once.returncode == 0, once.stderr
+    assert "record quarantined" in once.stderr
+    status = run("status", "--config", str(site_config))
+    assert status.stdout.count("warning: record set aside") == 2
+    assert "space lab (local): 2 machines" in status.stdout

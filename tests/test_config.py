@@ -119,3 +119,20 @@ def test_shipped_configurations_load(path):
 def test_example_configuration_is_valid(tmp_path):
     s = config.load(REPO / "etc" / "vacagent.example.yaml")
     assert s.site == "lab.example.org" and s.spaces["localhost"].backend == "local"
+
+
+def test_a_kubeconfig_option_is_relative_to_the_file_that_names_it(tmp_path):
+    text = MINIMAL.replace("backend: local", "backend: kubernetes\n    processors_limit: 8\n"
+                           "    options: {kubeconfig: kube/config, namespace: vac}")
+    s = config.load(write(tmp_path / "etc" / "vacagent.yaml", text))
+    assert s.spaces["local"].options == {"kubeconfig": str(tmp_path / "etc" / "kube" / "config"), "namespace": "vac"}
+
+
+def test_example_kubernetes_space_is_valid_once_uncommented(tmp_path):
+    text = (REPO / "etc" / "vacagent.example.yaml").read_text()
+    start = text.index("  # lab-k8s:")
+    block = "\n".join(line.replace("  # ", "  ", 1) for line in text[start:].splitlines())
+    s = config.load(write(tmp_path / "vacagent.yaml", text[:start] + block + "\n"))
+    space = s.spaces["lab-k8s"]
+    assert space.backend == "kubernetes" and space.options["namespace"] == "vacagent"
+    assert space.pipes[0].overrides["pod_overrides"] == {"nodeSelector": {"pool": "batch"}}

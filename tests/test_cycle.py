@@ -13,6 +13,7 @@ from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import QuotaExceeded, Temporary
 from vacagent.model import MachineState, SpaceLimits
 from vacagent.report import Reporter
+from vacagent.state.atomic import write_text
 
 from conftest import T0, mt
 from daemon_helpers import accounting
@@ -93,16 +94,16 @@ def test_feedback_loop_fizzle_backoff_probe_reset(tmp_path):
     lab.cycle()
     lab.cycle(60)
     assert all(r.state == "running" for r in lab.records.values())
-    # the queue runs dry: every machine stops with 300 after 200 s
+    # the image breaks: every machine stops with 500 after 200 s (a 300 would back off half as long)
     lab.clock.advance(200)
-    lab.stop_all()
+    lab.stop_all("500 Cannot mount /cvmfs")
     d = lab.cycle(1)
     assert len(d["deleted"]) == 4 and d["created"] == {}
     assert lab.space.store.feedback("a").consecutive_aborts == 1
     assert d["held"]["a"].startswith("backoff until")
     d = lab.cycle(60)  # the deleted machines are gone now: closed
     assert len(d["closed"]) == 4 and lab.records == {}
-    assert [x["code"] for x in lab.accounting()] == [300] * 4
+    assert [x["code"] for x in lab.accounting()] == [500] * 4
     assert all(x["aborted"] for x in lab.accounting())
     # backoff (100 s) over: exactly one probe
     d = lab.cycle(60)
@@ -110,8 +111,8 @@ def test_feedback_loop_fizzle_backoff_probe_reset(tmp_path):
     (probe,) = lab.live()
     d = lab.cycle(30)
     assert d["created"] == {} and d["held"]["a"].startswith(f"probe {probe}")
-    # the probe finds nothing either: escalates to 200 s
-    lab.backend.stop(probe, "300 No more work available")
+    # the probe fails too: escalates to 200 s
+    lab.backend.stop(probe, "500 Cannot mount /cvmfs")
     lab.cycle(5)
     assert lab.space.store.feedback("a").consecutive_aborts == 2
     lab.cycle(1)
@@ -265,3 +266,41 @@ def test_state_reported_by_backend(tmp_path):
     assert lab.records[name].state == MachineState.STARTING.value
     lab.cycle(100)
     assert lab.records[name].state == "running" and lab.records[name].started == T0 + 100
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_an_unreadable_record_is_set_aside_alone_and_its_machine_adopted(tmp_path, damage):
+    lab = Lab(tmp_path, processors_limit=3, budget=3)
+    lab.cycle()
+    broken, *others = sorted(lab.records)
+    path = lab.space.store.machine_dir(broken) / "machine.json"
+    if damage == "truncated":
+        path.write_text(path.read_text()[:40])
+    else:
+        path.unlink()
+    fresh = cycle.build(lab.settings, lab.space_settings, Reporter(), lab.clock, backend=lab.backend)  # a restart
+    lab.space = fresh
+    lab.backend.stop(others[0], "300 No more work available")
+    d = lab.cycle(60)
+    (moved,) = (lab.space.store.root / "quarantine").iterdir()
+    assert moved.name.startswith(broken + ".") and (moved / "joboutputs").is_dir()
+    assert lab.records[broken].adopted  # managed again, as a machine with no record
+    assert others[0] in {x["machine"] for x in d["deleted"]}  # every other machine goes on
+    d = lab.cycle(60)
+    assert others[0] in d["closed"] and {broken, *others[1:]} <= set(lab.records)
+
+
+def test_a_machines_own_message_wins_even_when_it_comes_after_the_decision(tmp_path):
+    lab = Lab(tmp_path, processors_limit=1, budget=1, delete_seconds=100)
+    lab.cycle()
+    (name,) = lab.live()
+    lab.cycle(60)
+    d = lab.cycle(5000)  # past max_wallclock_seconds: vacagent ends it, with its own message
+    assert name in {x["machine"] for x in d["deleted"]}
+    assert lab.records[name].outcome.message == "700 Exceeded max_wallclock_seconds"
+    # The machine's message arrives after the cycle read its joboutputs (the endpoint replaces the file).
+    write_text(lab.space.store.machine_dir(name) / "joboutputs" / "shutdown_message", "200 Work done\n")
+    d = lab.cycle(200)
+    assert name in d["closed"]
+    (line,) = [x for x in lab.accounting() if x["machine"] == name]
+    assert line["shutdown_message"] == "200 Work done" and line["code"] == 200 and not line["aborted"]

@@ -103,6 +103,44 @@ def test_sighup_reloads_and_refuses_a_broken_configuration(tmp_path, site, vacag
         assert daemon.wait(timeout=20) == 0
 
 
+def test_machines_started_before_a_reload_are_still_reaped_and_released(tmp_path, site, vacagent_bin):
+    """A reload builds new backends: machines the old ones started must still be
+    seen to end, be deleted and closed, and free their place for new ones."""
+    config = write_site(tmp_path, site, processors_limit=2, budget=2, seconds="3")
+    state, log = tmp_path / "state", tmp_path / "daemon.log"
+    daemon = start(vacagent_bin, config, log)
+    try:
+        first = set(wait_for(lambda: len(processes_of_site(site)) == 2 and processes_of_site(site)))
+        wait_for(lambda: "spaces started" in log.read_text())
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text())
+        wait_for(lambda: first <= {line["machine"] for line in accounting(state)}, timeout=30)
+        wait_for(lambda: len(set(processes_of_site(site)) - first) == 2, timeout=30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+
+
+def test_reload_refuses_settings_that_need_a_restart(tmp_path, site, vacagent_bin):
+    config = write_site(tmp_path, site, processors_limit=1, budget=1, seconds="600")
+    log = tmp_path / "daemon.log"
+    daemon = start(vacagent_bin, config, log)
+    try:
+        (name,) = wait_for(lambda: processes_of_site(site))
+        good = config.read_text()
+        config.write_text(good.replace("state_dir: state", "state_dir: elsewhere").replace(
+            "processors_limit: 1", "processors_limit: 3"))
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text())
+        assert "state_dir: cannot change while running: a restart is needed" in log.read_text()
+        time.sleep(2)  # the old configuration (limit 1, old state_dir) stays in force
+        assert set(processes_of_site(site)) == {name}
+        assert not (tmp_path / "elsewhere").exists()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+
+
 def test_invalid_configuration_exits_2_with_the_reason(tmp_path, vacagent_bin):
     config = tmp_path / "vacagent.yaml"
     config.write_text("site: x\nspaces:\n  lab:\n    backend: local\n    max_machines: many\n")

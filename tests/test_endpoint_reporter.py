@@ -15,7 +15,7 @@ import trustme
 from vacagent.clock import SystemClock
 from vacagent.config import EndpointSettings
 from vacagent.endpoint.server import EndpointServer
-from vacagent.state.store import SHUTDOWN_MESSAGE
+from vacagent.state.store import SHUTDOWN_MESSAGE, _count
 
 from conftest import REPO
 from endpoint_support import actuator, create, machinetype
@@ -134,3 +134,30 @@ def test_reporters_write_local_directories_without_an_endpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     assert joboutputs.joinpath("heartbeat").read_text() == "beat\n"
     assert sorted(p.name for p in joboutputs.iterdir()) == ["heartbeat", SHUTDOWN_MESSAGE]
+
+
+def test_reporters_report_job_starts_and_demand(tmp_path):
+    """The `jobs_started` and `demand` counts, as the state store reads them (store.outputs)."""
+    joboutputs = tmp_path / "joboutputs"
+    joboutputs.mkdir()
+    env = {"PATH": os.environ["PATH"], "JOBOUTPUTS": str(joboutputs), "VACAGENT_TOKEN": "unused"}
+    assert python_reporter(env, "jobs_started", "3").returncode == 0
+    assert _count(str(joboutputs / "jobs_started"))[0] == 3
+    assert python_reporter(env, "jobs_started", "many").returncode == 2
+    result = shell_reporter(env, "vacagent_demand 12 && vacagent_jobs_started 4")
+    assert result.returncode == 0, result.stderr
+    assert (_count(str(joboutputs / "demand"))[0], _count(str(joboutputs / "jobs_started"))[0]) == (12, 4)
+    result = shell_reporter(env, "vacagent_jobs_started -1")
+    assert result.returncode == 2 and b"is a count" in result.stderr
+@needs_curl
+def test_reporters_report_job_seconds_for_the_ledger(endpoint):
+    directory, env = machine(endpoint)
+    job_seconds = directory / "joboutputs" / "job_seconds"
+    assert python_reporter(env, "job_seconds", "1200").returncode == 0
+    assert job_seconds.read_text() == "1200"
+    assert python_reporter(env, "job_seconds", "-5").returncode == 2
+    result = shell_reporter(env, "vacagent_job_seconds 3600")
+    assert result.returncode == 0, result.stderr
+    assert job_seconds.read_text() == "3600"
+    assert shell_reporter(env, "vacagent_job_seconds 1.5").returncode == 2
+    assert job_seconds.read_text() == "3600"

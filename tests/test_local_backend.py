@@ -150,3 +150,20 @@ def test_wrapper_never_runs_an_unrecorded_machine(tmp_path):
     rc = subprocess.run(["/bin/sh", "-c", WRAPPER, "x", "/bin/sh", "-c", f"touch {marker}"], cwd=directory).returncode
     assert rc == 111 and not marker.exists()
     assert 1.5 < time.monotonic() - started < 10
+
+
+def test_a_machine_started_by_a_replaced_backend_is_still_reaped(tmp_path):
+    """A reload builds a new backend: the old one's children (whose Popen objects
+    are gone with it) exit as zombies of the daemon, and must still be seen to
+    stop and be deleted, not listed as alive forever."""
+    context = BackendContext("site", "s", tmp_path, {"terminate_grace_seconds": 1}, SystemClock())
+    before = LocalBackend(context)
+    before.create_machine(CreateRequest("mt-1", MT, "#!/bin/sh\nsleep 0.3\n"))
+    del before  # as a reload drops it
+    after = LocalBackend(context)
+    try:
+        wait_for(lambda: state(after, "mt-1") is MachineState.STOPPED, timeout=10)
+        after.delete_machine(after.list_machines()[0])
+        wait_for(lambda: state(after, "mt-1") is None, timeout=10)
+    finally:
+        kill_local_machines(tmp_path)

@@ -25,9 +25,12 @@ def trace(machines, starts, ends, samples=None):
 def test_figures_from_a_hand_made_trace(tmp_path):
     s = scenario_two_projects(tmp_path)  # jobs in arrival order: a@0, b@0, a@100, b@900
     machines = [
-        MachineLife("a-1", "a", "lab", 1, created=0, started=50, gone=600, jobs_started=1),
-        MachineLife("a-2", "a", "lab", 1, created=0, started=60, gone=None, jobs_started=1),  # to the end
-        MachineLife("b-1", "b", "lab", 2, created=100, started=160, gone=400, jobs_started=0),  # found no work
+        MachineLife("a-1", "a", "lab", 1, created=0, started=50, stopped=580, gone=600, jobs_started=1,
+                    message="300 No more work available", job_seconds=400),
+        MachineLife("a-2", "a", "lab", 1, created=0, started=60, gone=None, jobs_started=1,  # to the end
+                    job_seconds=400),
+        MachineLife("b-1", "b", "lab", 2, created=100, started=160, stopped=380, gone=400, jobs_started=0,
+                    message="300 No more work available"),  # found no work
     ]
     starts = [50.0, None, 500.0, None]
     ends = [450.0, None, 900.0, None]
@@ -36,6 +39,8 @@ def test_figures_from_a_hand_made_trace(tmp_path):
     assert a.provisioned == 600 + 1000 and b.provisioned == 2 * 300
     assert a.useful == 400 + 400 and b.useful == 0
     assert total.useful_fraction == pytest.approx(800 / 2200)
+    assert a.phases == {"starting": 110, "working": 800, "idle": 130 + 540, "lost": 0, "draining": 20}
+    assert b.phases == {"starting": 120, "working": 0, "idle": 440, "lost": 0, "draining": 40}
     assert b.fizzle_waste == 600 and a.fizzle_waste == 0
     # waits: a 50 and 400; b never started: 1000 - 0 and 1000 - 900 (lower bounds)
     assert a.wait_mean == 225 and b.wait_mean == 550 and total.wait_mean == (50 + 1000 + 400 + 100) / 4
@@ -47,10 +52,12 @@ def test_figures_from_a_hand_made_trace(tmp_path):
 
 def test_demand_served_is_against_the_reference(tmp_path):
     s = scenario_two_projects(tmp_path)
-    mine = trace([MachineLife("a-1", "a", "lab", 1, 0, 0, gone=1000, jobs_started=1)], [0.0, None, None, None],
-                 [400.0, None, None, None])
-    best = trace([MachineLife("a-1", "a", "lab", 1, 0, 0, gone=1000, jobs_started=3)], [0.0, 0.0, 400.0, 900.0],
-                 [400.0, None, 800.0, 950.0])
+    mine = trace([MachineLife("a-1", "a", "lab", 1, 0, 0, gone=1000, jobs_started=1, job_seconds=400)],
+                 [0.0, None, None, None], [400.0, None, None, None])
+    best = trace([MachineLife("a-1", "a", "lab", 1, 0, 0, gone=1000, jobs_started=2, job_seconds=800),
+                  MachineLife("b-1", "b", "lab", 1, 0, 0, gone=None, jobs_started=1, job_seconds=1000),
+                  MachineLife("b-2", "b", "lab", 1, 900, 900, gone=950, jobs_started=1, job_seconds=50)],
+                 [0.0, 0.0, 400.0, 900.0], [400.0, None, 800.0, 950.0])
     reference = metrics.figures(s, best)
     assert reference["total"].useful == 400 + 1000 + 400 + 50
     f = metrics.figures(s, mine, reference)
@@ -104,5 +111,7 @@ def test_backoff_keeps_vacagent_from_recreating_where_static_does(tmp_path):
     result = run(tmp_path, data, ("vacagent", "vcycle", "static"))
     waste = {name: result.figures[name]["total"].fizzle_waste for name in result.policies}
     machines = {name: result.figures[name]["total"].machines for name in result.policies}
-    assert machines["vacagent"] < machines["vcycle"] < machines["static"]
-    assert waste["vacagent"] < waste["vcycle"] < waste["static"]
+    # An empty queue backs off backoff_seconds each time, as Vcycle does (no growth: a quiet spell is not
+    # a run of failures), so the probes are as many; static recreates at once.
+    assert machines["vacagent"] <= machines["vcycle"] < machines["static"]
+    assert waste["vacagent"] <= waste["vcycle"] < waste["static"]

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -146,3 +148,35 @@ def test_decisions_rotate(tmp_path):
         store.append_decision({"i": i, "pad": "x" * 100}, max_bytes=1000)
     assert store.decisions_path.stat().st_size <= 1000 + 200
     assert store.decisions_path.with_suffix(".jsonl.1").exists()
+
+
+def test_append_line_cuts_a_torn_tail_before_the_next_line(tmp_path, caplog):
+    path = tmp_path / "log.jsonl"
+    atomic.append_line(path, {"i": 1})
+    with open(path, "ab") as f:
+        f.write(b'{"i": 2, "pa')  # a process died half-way through its line
+    assert [x["i"] for x in atomic.read_lines(path)] == [1]  # the reader skips it, and says so
+    assert "unreadable line skipped" in caplog.text
+    atomic.append_line(path, {"i": 3})
+    assert path.read_text() == '{"i":1}\n{"i":3}\n'
+    assert "torn last line removed" in caplog.text
+
+
+def test_append_line_rolls_back_a_short_write(tmp_path):
+    """A file size limit makes write() short and then fail, as a full disk does."""
+    path = tmp_path / "log.jsonl"
+    atomic.append_line(path, {"i": 1})
+    script = f"""
+import resource, signal
+from pathlib import Path
+from vacagent.state import atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({path.stat().st_size + 10}, resource.RLIM_INFINITY))
+try:
+    atomic.append_line(Path({str(path)!r}), {{"i": 2, "pad": "x" * 100}})
+except OSError as e:
+    print("refused", e.errno)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("refused"), result.stderr
+    assert path.read_text() == '{"i":1}\n'  # nothing of the second line is left

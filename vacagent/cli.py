@@ -6,6 +6,8 @@
     vacagent why       why the last cycle(s) created, deleted or held back
     vacagent validate  check the configuration, or one vacuum pipe, without acting
     vacagent simulate  run policies on a simulated lab and compare them (no cloud, no config)
+    vacagent usage     how much of the lab's time was useful, per project and lab-wide
+    vacagent health    one week's health and whether it compares with another week
 
 Every command takes `--config FILE` (default /etc/vacagent/vacagent.yaml,
 or $VACAGENT_CONFIG).
@@ -19,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vacagent import __version__, config, cycle, definitions, logs, status
+from vacagent import __version__, config, cycle, definitions, health, logs, status, usage
 from vacagent.backends import registry
 from vacagent.backends.base import BackendContext
 from vacagent.backends.registry import BACKENDS
@@ -142,7 +144,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run at most N policies at once, in worker processes (default: one per CPU)")
     p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p = sub.add_parser("usage", help="useful-time fraction per project and lab-wide, and where the rest went",
+                       description="From the state directory alone (accounting lines and open machine "
+                                   "records): the useful-time fraction (working / all of the machines' time, "
+                                   "in processor-seconds) per group and for the lab over the period, against "
+                                   "the lab's 25/50/75%% steps, with the phases that made up the rest: "
+                                   "starting, idle, lost, draining (docs/ledger.md).")
+    _state_arguments(p)
+    p.add_argument("--since", metavar="DATE", help="start of the period (YYYY-MM-DD or ISO time, UTC; "
+                                                   "default: 7 days before --until)")
+    p.add_argument("--until", metavar="DATE", help="end of the period (default: now)")
+    p.add_argument("--by", choices=usage.BY, default="project", help="group by (default: project, the "
+                                                                     "machinetype's name up to its first hyphen)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the phases stacked over time, one panel "
+                                                                "per group (needs matplotlib: vacagent[sim])")
+
+    p = sub.add_parser("health", help="one ISO week's health, compared with another: are they comparable?",
+                       description="From the state directory alone (accounting and decision records): boot "
+                                   "latency, abort and fizzle rates per machinetype, cloud API error rate and "
+                                   "latency per operation, heartbeat lateness, time in backoff, capacity and "
+                                   "quota refusals, the useful fraction; then a verdict on whether the two "
+                                   "weeks are comparable, naming each figure that moved past its threshold "
+                                   "(docs/operations.md).")
+    _state_arguments(p)
+    p.add_argument("--week", metavar="ISO-WEEK", help="the week to report, e.g. 2026-W48 (default: this week)")
+    p.add_argument("--compare", metavar="ISO-WEEK", help="the week to compare with (default: the week before)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _state_arguments(parser: argparse.ArgumentParser) -> None:
+    _config_argument(parser)
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="read this state directory (a copy, another host's) instead of the configuration's")
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return args.state_dir if args.state_dir else config.load(args.config).state_dir
 
 
 def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
@@ -261,8 +300,59 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    try:
+        until = usage.parse_time(args.until) if args.until else now
+        since = usage.parse_time(args.since) if args.since else until - 7 * 86400
+    except ValueError as e:
+        print(f"vacagent usage: {e}", file=sys.stderr)
+        return 2
+    if since >= until:
+        print("vacagent usage: --since must be before --until", file=sys.stderr)
+        return 2
+    if args.plot:
+        from vacagent import usage_plot  # matplotlib: only now, and only if installed
+
+        usage_plot.check()
+    report, found, skipped = usage.usage(_state_dir(args), since, until, now, args.by)
+    if args.json:
+        json.dump({**report, "notes": skipped}, sys.stdout, indent=1)
+        print()
+    else:
+        for line in usage.format_report(report, skipped):
+            print(line)
+    if args.plot:
+        starts, per_group = usage.series(found, args.by, since, until)
+        usage_plot.draw(report, starts, per_group, args.plot)
+        print(f"usage: plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    try:
+        week = args.week or health.week_of(now)
+        other = args.compare or health.previous_week(week)
+        health.week_range(week), health.week_range(other)
+    except ValueError as e:
+        print(f"vacagent health: {e}", file=sys.stderr)
+        return 2
+    state_dir = _state_dir(args)
+    mine, theirs = health.week_health(state_dir, week, now), health.week_health(state_dir, other, now)
+    verdict = health.compare(mine, theirs)
+    if args.json:
+        json.dump({"week": mine, "compared_with": theirs, "verdict": verdict}, sys.stdout, indent=1)
+        print()
+    else:
+        for line in health.format_report(mine, theirs, verdict):
+            print(line)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "once": cmd_once, "status": cmd_status, "why": cmd_why, "validate": cmd_validate,
-            "simulate": cmd_simulate}
+            "simulate": cmd_simulate, "usage": cmd_usage,
+            "health": cmd_health}
 
 
 def main(argv: list[str] | None = None) -> int:

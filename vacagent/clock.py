@@ -15,6 +15,9 @@ class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start, never going back: for timing calls, never for decisions."""
+
     def sleep(self, seconds: float, until: threading.Event | None = None) -> bool:
         """Wait; return True early if `until` is set."""
 

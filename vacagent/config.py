@@ -23,7 +23,7 @@ import yaml
 from vacagent.backends.registry import REPORTS_QUOTA
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
-from vacagent.schema import CONFIG_SCHEMA, violations
+from vacagent.schema import CONFIG_SCHEMA, PATH_OPTIONS, violations
 
 DEFAULT_CONFIG = Path("/etc/vacagent/vacagent.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/vacagent")
@@ -179,7 +179,8 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     return SpaceSettings(
         name=name,
         backend=raw["backend"],
-        options=dict(raw.get("options", {})),
+        options={k: resolve_location(v, base) if k in PATH_OPTIONS and isinstance(v, str) else v
+                 for k, v in raw.get("options", {}).items()},
         limits=limits,
         pipes=tuple(pipes),
         machinetypes=inline,
@@ -273,3 +274,21 @@ def load(main: Path | str | None = None) -> Settings:
         files=tuple(str(p) for p in files),
         endpoint=endpoint,
     )
+
+
+# Settings a running daemon cannot take on: its machines and records live
+# under the old ones (state_dir, site), or were told where to report (the
+# endpoint's address: moving it would strand every running machine's heartbeat).
+RESTART_ONLY = ("site", "state_dir")  # and whether there is an endpoint at all
+ENDPOINT_RESTART_ONLY = ("listen", "port", "public_url", "tls_cert", "tls_key")
+
+
+def restart_needed(running: Settings, new: Settings) -> list[str]:
+    """The keys that differ between `running` and `new` and need a restart to change."""
+    keys = [k for k in RESTART_ONLY if getattr(running, k) != getattr(new, k)]
+    if (running.endpoint is None) != (new.endpoint is None):
+        keys.append("endpoint")
+    elif running.endpoint is not None and new.endpoint is not None:
+        keys += [f"endpoint.{k}" for k in ENDPOINT_RESTART_ONLY
+                 if getattr(running.endpoint, k) != getattr(new.endpoint, k)]
+    return keys

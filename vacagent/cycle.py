@@ -19,15 +19,16 @@ from typing import Any, Callable
 
 import filelock
 
-from vacagent import definitions, planner
+from vacagent import definitions, ledger, planner
 from vacagent.actuate import Actuator
 from vacagent.backends import registry
 from vacagent.backends.base import Backend, BackendContext
+from vacagent.backends.metered import Metered
 from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import ConfigError, VacagentError
 from vacagent.fetch import Fetcher
-from vacagent.model import STATE_VALUE, MachineState, MachineType, MachineView, SpaceLimits, iso
+from vacagent.model import STATE_VALUE, MachineRecord, MachineState, MachineType, MachineView, SpaceLimits, iso
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
 from vacagent.state import uptime
@@ -52,6 +53,7 @@ class Space:
     retention_days: float
     decisions_max_bytes: int
     problems: dict[str, str] = field(default_factory=dict)  # reported definition problems
+    disk_full: bool = False  # did the last cycle find the state directory full? (reported once per change)
     # The decision function: the daemon always uses planner.plan; the
     # simulator swaps in baseline policies with the same signature.
     decide: Callable[..., planner.Decision] = planner.plan
@@ -65,20 +67,25 @@ class Space:
         return self.actuator.store
 
     @property
-    def backend(self) -> Backend:
-        return self.actuator.backend
+    def backend(self) -> Metered:
+        return self.actuator.backend  # type: ignore[return-value]  # build() always meters it
 
 
 def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: Clock | None = None,
           backend: Backend | None = None, endpoint_url: str | None = None) -> Space:
     """Build a space's runtime; `backend` may be given (tests, simulator) instead of the configured one;
     `endpoint_url` is the running endpoint's (default: as configured)."""
-    context = BackendContext(settings.site, space.name, settings.state_dir, space.options, clock or SystemClock())
+    clock = clock or SystemClock()
+    context = BackendContext(settings.site, space.name, settings.state_dir, space.options, clock)
     store = SpaceStore(settings.state_dir, space.name, settings.site)
+
+    def observe(operation: str, outcome: str, seconds: float) -> None:
+        reporter.backend_request(space.name, space.backend, operation, outcome, seconds)
+
     actuator = Actuator(
         space=space.name,
         site=settings.site,
-        backend=backend or registry.create(space.backend, context),
+        backend=Metered(backend or registry.create(space.backend, context), clock.monotonic, observe),
         store=store,
         fetcher=Fetcher(settings.state_dir / "cache"),
         reporter=reporter,
@@ -93,7 +100,8 @@ def _machinetypes(space: Space, now: float) -> tuple[dict[str, MachineType], dic
     _report_problems(space, resolved.errors, resolved.warnings)
     machinetypes = dict(resolved.machinetypes)
     for name, definition in resolved.definitions.items():
-        space.store.save_definition(name, dict(definition))
+        with space.actuator.writing(f"saving the definition of {name}"):
+            space.store.save_definition(name, dict(definition))
     held: dict[str, str] = {}
     for name in space.store.stored_machinetypes():
         if name in machinetypes:
@@ -136,6 +144,11 @@ def run_once(space: Space, now: float) -> dict[str, Any]:
 
 def _cycle(space: Space, now: float) -> dict[str, Any]:
     store, settings = space.store, space.settings
+    writing = space.actuator.writing  # a write a full disk refuses is noted, and the cycle goes on
+    space.actuator.unwritten = []
+    with writing("completing interrupted closes"):
+        for line in store.finish_closes():  # a crash or a full disk interrupted these closes
+            space.actuator.reporter.machine_closed(space.name, line)
     machinetypes, held, definition_errors = _machinetypes(space, now)
 
     listing = space.backend.list_machines()
@@ -143,21 +156,32 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     limits = settings.limits
     if settings.quota_from_cloud:
         limits, held = _within_quota(space, held, machinetypes)
-    rec = reconcile(listing, store.records(), space.name, now, settings.intent_grace_seconds)
-    for record in rec.changed:
-        store.save(record)
-    for record in rec.adopted:
-        store.write_intent(record)
-        space.actuator.reporter.machine_adopted(space.name, record)
+    known = store.records()
+    for name, reason in dict(store.damaged).items():
+        where = store.quarantine(name, now)
+        space.actuator.reporter.record_quarantined(space.name, name, reason, str(where))
+    rec = reconcile(listing, known, space.name, now, settings.intent_grace_seconds)
+    with writing("updating records"):
+        for record in rec.changed:
+            store.save(record)
+    with writing("recording adopted machines"):
+        for record in rec.adopted:
+            store.write_intent(record)
+            space.actuator.reporter.machine_adopted(space.name, record)
 
     endpoint_up_since = uptime.up_since(store.state_dir)
     views = []
     records = {}
+    job_seconds: dict[str, float | None] = {}
+    heartbeats: dict[str, dict[str, float]] = {}
     for pair in rec.pairs:
         record, machine = pair.record, pair.machine
         records[record.name] = record
         mt = machinetypes.get(record.machinetype)
         outputs = store.outputs(record.name, mt.heartbeat_file if mt else None)
+        job_seconds[record.name] = outputs.job_seconds
+        if mt is not None and mt.heartbeat_checked and pair.state is MachineState.RUNNING:
+            _heartbeat_age(heartbeats, mt, record.started, outputs.heartbeat_at, endpoint_up_since, now)
         message, message_at = outputs.shutdown_message, outputs.shutdown_message_at
         if not message and machine is not None and machine.message:
             message, message_at = machine.message, machine.stopped_at
@@ -177,6 +201,11 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
                 outcome_recorded=record.outcome is not None,
                 endpoint_up_since=endpoint_up_since,
                 cause=machine.cause if machine is not None else None,
+                jobs_started=outputs.jobs_started,
+                jobs_started_at=outputs.jobs_started_at,
+                demand=outputs.demand,
+                demand_at=outputs.demand_at,
+                unconfirmed=record.state == "intent",
             )
         )
 
@@ -184,19 +213,26 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     decision = space.decide(limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
-        store.save_feedback(name, state)
+        with writing(f"saving the feedback of {name}"):
+            store.save_feedback(name, state)
         space.actuator.reporter.feedback_changed(space.name, name, feedback[name], state)
 
     before = dict(current)
     done = space.actuator.carry_out(decision.plan, records, machines, machinetypes, current, now)
     for name, state in current.items():
         if state != before[name]:
-            store.save_feedback(name, state)
+            with writing(f"saving the feedback of {name}"):
+                store.save_feedback(name, state)
             space.actuator.reporter.feedback_changed(space.name, name, before[name], state)
 
     store.prune_finished(now, space.retention_days)
     record = _decision_record(space, now, views, decision, done, definition_errors, current, limits)
-    store.append_decision(record, space.decisions_max_bytes)
+    record["ledger_live"] = _live_ledger(store.records(), job_seconds, machinetypes, now)
+    record["heartbeats"] = heartbeats
+    record["api"] = space.backend.take_summary()
+    with writing("appending the decision record"):
+        store.append_decision(record, space.decisions_max_bytes)
+    _report_disk(space)
     space.actuator.reporter.cycle_done(space.name, record)
     return record
 
@@ -213,6 +249,41 @@ def _within_quota(space: Space, held: dict[str, str], machinetypes) -> tuple[Spa
     if why:
         held = {**{name: why for name in machinetypes}, **held}
     return limits, held
+
+
+def _report_disk(space: Space) -> None:
+    """Say when the state directory fills up or has room again: once per change, not every cycle."""
+    unwritten = space.actuator.unwritten
+    if bool(unwritten) != space.disk_full:
+        space.disk_full = bool(unwritten)
+        if unwritten:
+            space.actuator.reporter.disk_full(space.name, unwritten)
+        else:
+            space.actuator.reporter.disk_writable(space.name)
+
+
+def _heartbeat_age(into: dict[str, dict[str, float]], mt: MachineType, started: float | None,
+                   heartbeat_at: float | None, endpoint_up_since: float | None, now: float) -> None:
+    """Count a running machine past fizzle_seconds: its heartbeat's age, and whether it is late."""
+    if started is None or now - started < mt.fizzle_seconds:
+        return
+    last = max(t for t in (heartbeat_at, started, endpoint_up_since) if t is not None)
+    age = now - last
+    entry = into.setdefault(mt.name, {"machines": 0, "late": 0, "max_age": 0.0})
+    entry["machines"] += 1
+    entry["late"] += age > mt.heartbeat_seconds
+    entry["max_age"] = round(max(entry["max_age"], age), 3)
+
+
+def _live_ledger(records: dict[str, MachineRecord], job_seconds: dict[str, float | None],
+                 machinetypes: dict[str, MachineType], now: float) -> dict[str, dict[str, float]]:
+    """Running totals of the machines still open after this cycle: machinetype -> phase -> processor-seconds."""
+    live: dict[str, dict[str, float]] = {}
+    for record in records.values():
+        mt = machinetypes.get(record.machinetype)
+        life = ledger.open_life(record, job_seconds.get(record.name), mt.fizzle_seconds if mt else 0.0)
+        ledger.add(live.setdefault(record.machinetype, {}), ledger.seconds(ledger.spans(life, now)), record.processors)
+    return {mt: {k: round(v, 3) for k, v in phases.items()} for mt, phases in live.items()}
 
 
 def _decision_record(space, now, views, decision, done, definition_errors, feedback, limits) -> dict[str, Any]:

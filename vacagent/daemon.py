@@ -6,8 +6,10 @@ thread handles signals and the systemd watchdog:
 
 - SIGTERM / SIGINT: every space finishes its current cycle, then the daemon
   exits 0 (machines keep running; a restarted daemon finds them again).
-- SIGHUP: reload the configuration; if it is invalid, keep the running one
-  and say why.  Spaces finish their current cycle before the switch.
+- SIGHUP: reload the configuration; if it is invalid, or changes a setting
+  that needs a restart (`config.restart_needed`: state_dir, site, the
+  endpoint's address), keep the running one and say why.  Spaces finish
+  their current cycle before the switch.
 
 With an `endpoint` section, the daemon also runs the machines' HTTP
 endpoint (`endpoint.server`, its own thread and event loop) and serves
@@ -66,6 +68,7 @@ class Daemon:
         self.metrics = Metrics()
         self.reporter = reporter or MetricsReporter(self.metrics, self.clock)
         self.endpoint: EndpointServer | None = None
+        self.settings: Settings | None = None  # the configuration in force
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()
@@ -115,7 +118,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         try:
-            settings = config.load(self.config_path)
+            settings = self.settings = config.load(self.config_path)
             self._serve(settings)
             loops, stop = self._launch(self._build(settings), settings)
         except ConfigError as e:
@@ -146,20 +149,27 @@ class Daemon:
         notify.notify("RELOADING=1")
         try:
             settings = config.load(self.config_path)
+            restart = config.restart_needed(self.settings, settings)
+            if restart:
+                raise ConfigError(f"{', '.join(restart)}: cannot change while running: a restart is needed "
+                                  "(systemctl restart vacagent)")
             spaces = self._build(settings)
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration", detail=str(e))
             notify.notify("READY=1")
             return loops, stop
         self._stop(loops, stop)
-        previous = self.endpoint.settings if self.endpoint else None
-        for endpoint in (settings.endpoint, previous, None):
-            try:
-                settings = replace(settings, endpoint=endpoint)
-                self._serve(settings)
-                break
-            except ConfigError as e:
-                log.error("endpoint cannot start, trying the previous configuration (or none)", detail=str(e))
+        if self.endpoint and settings.endpoint:
+            # Same address (restart_needed): keep the port actually bound, which machines were told.
+            bound = replace(settings.endpoint, port=self.endpoint.port or settings.endpoint.port)
+            for endpoint in (bound, self.endpoint.settings):
+                try:
+                    settings = replace(settings, endpoint=endpoint)
+                    self._serve(settings)
+                    break
+                except ConfigError as e:
+                    log.error("endpoint cannot restart, trying the previous settings", detail=str(e))
+        self.settings = settings
         result = self._launch(spaces, settings)
         log.info("configuration reloaded", files=",".join(settings.files))
         notify.notify("READY=1", f"STATUS=running {len(spaces)} space(s)")

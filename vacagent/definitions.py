@@ -27,11 +27,15 @@ from vacagent.errors import ConfigError
 from vacagent.fetch import Fetcher
 from vacagent.model import NAME_RE, MachineType
 from vacagent.schema import (
+    BACKEND_REQUIRED,
     MACHINETYPE_PROPERTIES,
     MACHINETYPE_SCHEMA,
+    MERGED_KEYS,
+    OWNED_OVERRIDES,
     PASSTHROUGH_KEYS,
     PATH_KEYS,
     PIPE_SCHEMA,
+    merge_documents,
     violations,
 )
 
@@ -69,15 +73,17 @@ def _unsafe_path(value: str) -> bool:
     return ".." in parts
 
 
-def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str]) -> MachineType:
+def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str], backend: str = "") -> MachineType:
     """Validate one effective definition and build its MachineType.
 
     `origins` maps each key to the file it came from, so that an error names
-    the file the operator must edit.  Raises ConfigError.
+    the file the operator must edit; `backend` (the space's) adds the keys
+    that backend requires.  Raises ConfigError.
     """
 
     def fail(key: str, reason: str) -> ConfigError:
-        return ConfigError(f"{origins.get(key, '?')}: machinetype {name}: {key}: {reason}")
+        where = origins.get(key) or origins.get("suffix") or next(iter(origins.values()), "?")  # a missing key: its entry's file
+        return ConfigError(f"{where}: machinetype {name}: {key}: {reason}")
 
     if not NAME_RE.match(name):
         raise fail("suffix", f"machinetype name {name!r} must be lowercase letters, digits and hyphens (max 63)")
@@ -89,6 +95,12 @@ def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str]) 
         is_path = key in PATH_KEYS or key.startswith("user_data_file_")
         if is_path and isinstance(value, str) and _unsafe_path(value):
             raise fail(key, f"{value!r} climbs out of its directory ('..' is not allowed)")
+    for key, owned in OWNED_OVERRIDES.items():
+        for inner in sorted(set(definition.get(key) or {}) & set(owned)):
+            raise fail(key, f"{inner}: cannot be overridden: {owned[inner]}")
+    for key, what in BACKEND_REQUIRED.get(backend, {}).items():
+        if key not in definition:
+            raise fail(key, f"required in a {backend} space ({what})")
     lo, hi = definition.get("min_processors"), definition.get("max_processors")
     if lo is not None and hi is not None and lo > hi:
         raise fail("min_processors", f"{lo} is more than max_processors {hi}")
@@ -165,7 +177,9 @@ def _merge_pipe(pipe: PipeSettings, entries: list[dict], taken: set[str],
                       for k, v in entry.items()}
         origins = {k: pipe.source for k in definition}
         for layer in (pipe.overrides, pipe.suffix_overrides.get(suffix, {})):
-            definition.update(layer)
+            definition.update({k: merge_documents(definition[k], v)
+                               if k in MERGED_KEYS and isinstance(v, Mapping) and isinstance(definition.get(k), Mapping)
+                               else v for k, v in layer.items()})
             origins.update({k: pipe.config_file for k in layer})
         merged.append(_Entry(name, definition, origins))
     if pipe.target_share is not None:
@@ -190,7 +204,7 @@ def resolve_space(space: SpaceSettings, fetcher: Fetcher, now: float) -> Resolve
             if not _known(key):
                 warnings.append(f"{e.origins.get(key, '?')}: machinetype {e.name}: {key}: unknown key, ignored")
         try:
-            machinetypes[e.name] = build(e.name, e.definition, e.origins)
+            machinetypes[e.name] = build(e.name, e.definition, e.origins, space.backend)
             definitions[e.name] = e.definition
         except ConfigError as error:
             errors[e.name] = str(error)

@@ -6,6 +6,8 @@ arguments.  The rules, in the order they apply:
 1. stopped or failed (backend), or gone (no longer listed)  -> finished
 2. a shutdown message left more than `shutdown_grace_seconds` ago -> finished
    (the machine said it is done; give it a moment to exit by itself)
+   A machine the backend never confirmed and never listed ends as `never
+   created`: vacagent's own failure, never the project's abort.
 3. starting for longer than `max_starting_seconds`     -> `700 Failed to start`
 4. running longer than `max_wallclock_seconds`          -> `700 Exceeded max_wallclock_seconds`
 5. heartbeat configured, machine past `fizzle_seconds`, heartbeat older than
@@ -17,7 +19,8 @@ arguments.  The rules, in the order they apply:
    (Vac does the same).
 
 An *abort* is a machine that ended with a code 300-699, or that ran less than
-`fizzle_seconds` whatever its code, unless the platform says it reclaimed the
+`fizzle_seconds` whatever its code unless it reported a job started
+(`jobs_started` > 0: a short run that did work is not a fizzle), and unless the platform says it reclaimed the
 machine (spot reclaim, preemption, eviction: `Cause.RECLAIMED`): its short
 run is never the project's abort, and it reads `100` when the machine left
 no message (a 3xx-6xx message of its own still counts).
@@ -32,7 +35,7 @@ and successes into the machinetype's feedback state.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vacagent.model import (
     EXCEEDED_WALLCLOCK,
@@ -41,6 +44,7 @@ from vacagent.model import (
     FAILED_TO_START,
     HEARTBEAT_STALE,
     MACHINETYPE_GONE,
+    NEVER_CREATED,
     MachineState,
     MachineType,
     MachineView,
@@ -74,8 +78,8 @@ class Assessment:
         return self.verdict in _ENDING
 
 
-def is_abort(code: int | None, ran: float, fizzle_seconds: float) -> bool:
-    return (code is not None and 300 <= code <= 699) or ran < fizzle_seconds
+def is_abort(code: int | None, ran: float, fizzle_seconds: float, found_work: bool = False) -> bool:
+    return (code is not None and 300 <= code <= 699) or (ran < fizzle_seconds and not found_work)
 
 
 def _ran(view: MachineView, until: float) -> float:
@@ -104,7 +108,8 @@ def assess(
             code=standing.code if standing else None,
             ran_seconds=round(ran, 3),
             # A reclaimed machine is never blamed for its short run; only its own 3xx-6xx still counts.
-            aborted=is_abort(standing.code if standing else None, ran, 0 if reclaimed else fizzle),
+            aborted=is_abort(standing.code if standing else None, ran, 0 if reclaimed else fizzle,
+                             bool(view.jobs_started)),
             reason=reason,
             at=at,
             cause=view.cause.value if view.cause is not None else None,
@@ -115,6 +120,9 @@ def assess(
         at = view.stopped if view.stopped is not None else now
         ran = _ran(view, at)
         never_ran = view.started is None and view.state in (MachineState.FAILED, MachineState.GONE)
+        if never_ran and view.unconfirmed and view.state is MachineState.GONE and own is None:
+            # vacagent's own failure (it stopped before the backend saw the create): not the project's abort.
+            return Assessment(Verdict.FINISHED, 0.0, outcome=Outcome("", None, 0.0, False, NEVER_CREATED, at))
         ours = FAILED_TO_START if never_ran else None
         return end(Verdict.FINISHED, ran, ours, view.state.value, at)
 
@@ -149,3 +157,14 @@ def assess(
             return end(Verdict.EXPIRED, ran, HEARTBEAT_STALE, str(HEARTBEAT_STALE), now)
 
     return Assessment(Verdict.RUNNING, ran, passed_fizzle=passed_fizzle)
+
+
+def with_own_message(outcome: Outcome, message: str | None, fizzle_seconds: float) -> Outcome:
+    """The outcome once the machine's own shutdown message is known: it always wins over
+    vacagent's, even when it arrived after the cycle decided (between its read and the delete)."""
+    own = ShutdownMessage.parse(message) if message else None
+    if own is None or str(own) == outcome.message:
+        return outcome
+    reclaimed = outcome.cause == Cause.RECLAIMED.value
+    aborted = is_abort(own.code, outcome.ran_seconds, 0 if reclaimed else fizzle_seconds)
+    return replace(outcome, message=str(own), code=own.code, aborted=aborted)

@@ -191,6 +191,16 @@ class MachineView:
     outcome_recorded: bool = False
     endpoint_up_since: float | None = None  # when the endpoint taking its heartbeats last came up
     cause: Cause | None = None  # from the backend listing
+    jobs_started: int | None = None  # its `jobs_started` report: None when it sent none (the old protocol)
+    jobs_started_at: float | None = None  # when that report was written (its latest job start)
+    demand: int | None = None  # its project's waiting jobs, from its `demand` report
+    demand_at: float | None = None  # when that report was written
+    # The backend never answered its create: vacagent stopped before the call
+    # returned, and the record still reads "intent".
+    unconfirmed: bool = False
+
+
+NEVER_CREATED = "never created"  # the outcome reason of an unconfirmed machine that never appeared
 
 
 @dataclass(frozen=True)

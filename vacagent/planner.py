@@ -21,11 +21,11 @@ stops listing them: clouds hold their quota until then.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from vacagent import backoff
-from vacagent.backoff import FeedbackState, Gate
+from vacagent.backoff import FeedbackState, Gate, Kind
 from vacagent.feedback import Assessment, assess
 from vacagent.model import (
     Quota,
@@ -42,6 +42,8 @@ from vacagent.model import (
 
 
 _NOT_YET_RUNNING = frozenset({MachineState.STARTING, MachineState.UNKNOWN})
+DEMAND_FRESH_SECONDS = 600  # a demand report older than this is ignored
+_FIZZLE, _FOUND = object(), object()  # kinds of success evidence
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Lifecycle:
     assessments: Mapping[str, Assessment]
     ended: tuple[tuple[MachineView, Assessment], ...]  # outcome decided this cycle (known machinetype)
     passed_fizzle: tuple[tuple[MachineView, Assessment], ...]  # running, past fizzle_seconds
+    found_work: tuple[MachineView, ...] = ()  # running, reporting jobs_started > 0
 
 
 def lifecycle(
@@ -74,6 +77,7 @@ def lifecycle(
     closes: list[Close] = []
     ended: list[tuple[MachineView, Assessment]] = []
     passed: list[tuple[MachineView, Assessment]] = []
+    found: list[MachineView] = []
     for view in views:
         mt = machinetypes.get(view.machinetype)
         a = assess(view, mt, limits, now)
@@ -81,8 +85,11 @@ def lifecycle(
         new_outcome = a.outcome if (a.ends and not view.outcome_recorded) else None
         if new_outcome is not None and mt is not None:
             ended.append((view, a))
-        elif a.passed_fizzle and mt is not None:
-            passed.append((view, a))
+        elif mt is not None and not a.ends:
+            if a.passed_fizzle:
+                passed.append((view, a))
+            if view.jobs_started:
+                found.append(view)
         if view.state is MachineState.GONE:
             closes.append(Close(view.name, new_outcome))
         elif a.ends:
@@ -91,7 +98,7 @@ def lifecycle(
                 message = str(a.ours) if a.ours and not view.outcome_recorded else None
                 reason = a.outcome.reason if a.outcome else "ended"
                 deletes.append(Delete(view.name, reason, message, new_outcome))
-    return Lifecycle(tuple(deletes), tuple(closes), assessments, tuple(ended), tuple(passed))
+    return Lifecycle(tuple(deletes), tuple(closes), assessments, tuple(ended), tuple(passed), tuple(found))
 
 
 NO_PROCESSORS_LIMIT = (
@@ -127,34 +134,69 @@ def plan(
     retired definitions)."""
     views = list(views)
     held = dict(held or {})
-    states: dict[str, FeedbackState] = {}
     life = lifecycle(limits, machinetypes, views, now)
-    events = [(a.outcome.at, 1, view, a) for view, a in life.ended if a.outcome is not None]
-
-    # A success only matters to a machinetype that is (or this cycle becomes)
-    # probing; skipping the others keeps a 50,000-machine cycle cheap.
-    probing = {e[2].machinetype for e in events if e[3].outcome and e[3].outcome.aborted}
-    probing |= {name for name, state in feedback.items() if state.probing}
-    events += [(now, 0, v, a) for v, a in life.passed_fizzle if v.machinetype in probing]
-    for at, _, view, a in sorted(events, key=lambda e: (e[0], e[1], e[2].name)):
-        mt = machinetypes[view.machinetype]
-        state = states.get(mt.name, feedback.get(mt.name, FeedbackState()))
-        if a.outcome is not None:
-            if a.outcome.aborted:
-                message = f"{view.name}: {a.outcome.message or 'no shutdown message'} after {a.outcome.ran_seconds:.0f}s"
-                state = backoff.record_abort(state, mt, at, view.created, message)
-        else:
-            state = backoff.record_success(state, view.created)
-        if state != feedback.get(mt.name, FeedbackState()) or mt.name in states:
-            states[mt.name] = state
-
+    states = _feedback(machinetypes, life, feedback, now)
     current = {**feedback, **states}
-    creates = _creations(limits, machinetypes, views, current, now, held)
+    creates, ramps = _creations(limits, machinetypes, views, current, now, held)
+    for name, ramp in ramps.items():
+        states[name] = replace(current.get(name, FeedbackState()), ramp=ramp)
     return Decision(
         Plan(tuple(creates), life.deletes, life.closes, held),
         states,
         life.assessments,
     )
+
+
+def _feedback(
+    machinetypes: Mapping[str, MachineType],
+    life: Lifecycle,
+    feedback: Mapping[str, FeedbackState],
+    now: float,
+) -> dict[str, FeedbackState]:
+    """The machinetypes' new feedback states from this cycle's evidence, in time order.
+
+    Evidence: an abort (at its end); a machine that ran past fizzle_seconds
+    (at started + fizzle_seconds, whenever it ends: a probe that ran its
+    fizzle_seconds and ended between two cycles still counts); a machine
+    that reports a job started (`jobs_started` > 0: at `now` while it runs,
+    just before its end when it has ended).
+    """
+    events = []
+    for view, a in life.ended:
+        outcome = a.outcome
+        mt = machinetypes[view.machinetype]
+        if outcome.aborted:
+            events.append((outcome.at, 2, view, outcome))
+        if view.started is not None and outcome.ran_seconds >= mt.fizzle_seconds:
+            events.append((view.started + mt.fizzle_seconds, 0, view, _FIZZLE))
+        if view.jobs_started and view.started is not None:
+            events.append((outcome.at, 1, view, _FOUND))
+    # A success only matters to a machinetype that is (or this cycle becomes)
+    # probing; skipping the others keeps a 50,000-machine cycle cheap.
+    probing = {e[2].machinetype for e in events if e[3] is not _FIZZLE and e[3] is not _FOUND}
+    probing |= {name for name, state in feedback.items() if state.probing}
+    for view, a in life.passed_fizzle:
+        if view.machinetype in probing:
+            events.append((now, 0, view, _FIZZLE))
+    for view in life.found_work:
+        if view.machinetype in probing:
+            events.append((now, 1, view, _FOUND))
+    states: dict[str, FeedbackState] = {}
+    for at, _, view, evidence in sorted(events, key=lambda e: (e[0], e[1], e[2].name)):
+        mt = machinetypes[view.machinetype]
+        state = states.get(mt.name, feedback.get(mt.name, FeedbackState()))
+        if evidence is _FIZZLE:
+            state = backoff.record_success(state, view.created)
+        elif evidence is _FOUND:
+            found_at = view.jobs_started_at if view.jobs_started_at is not None else view.started
+            state = backoff.record_found_work(state, min(found_at, at))
+        else:
+            message = f"{view.name}: {evidence.message or 'no shutdown message'} after {evidence.ran_seconds:.0f}s"
+            kind = backoff.kind_of(evidence.code, view.started is not None)
+            state = backoff.record_abort(state, mt, at, view.created, message, kind)
+        if state != feedback.get(mt.name, FeedbackState()) or mt.name in states:
+            states[mt.name] = state
+    return states
 
 
 def _creations(
@@ -164,18 +206,34 @@ def _creations(
     feedback: Mapping[str, FeedbackState],
     now: float,
     held: dict[str, str],
-) -> list[Create]:
+) -> tuple[list[Create], dict[str, int]]:
+    """The creations, and the machinetypes whose ramp changes (name -> new ramp)."""
     gone = MachineState.GONE  # enum attribute access is slow; this loop sees every machine
+    running_state = MachineState.RUNNING
     live = [v for v in views if v.state is not gone]
     space_processors = sum(v.processors for v in live)
     space_machines = len(live)
     in_use: dict[str, int] = defaultdict(int)
     starting: dict[str, int] = defaultdict(int)
+    starting_machines: dict[str, int] = defaultdict(int)
+    looking: dict[str, int] = defaultdict(int)
+    reporting: set[str] = set()  # machinetypes with a live machine that reports jobs_started
+    hints: dict[str, tuple[float, int, str]] = {}  # freshest demand report: (at, jobs waiting, machine)
     for v in live:
         in_use[v.machinetype] += v.processors
         if v.started is None and v.state in _NOT_YET_RUNNING:
             starting[v.machinetype] += v.processors
+            starting_machines[v.machinetype] += 1
+        elif v.jobs_started == 0 and v.state is running_state and v.shutdown_message is None:
+            looking[v.machinetype] += 1
+        if v.jobs_started is not None:
+            reporting.add(v.machinetype)
+        if v.demand_at is not None and now - v.demand_at <= DEMAND_FRESH_SECONDS:
+            best = hints.get(v.machinetype)
+            if best is None or v.demand_at > best[0]:
+                hints[v.machinetype] = (v.demand_at, v.demand, v.name)
 
+    ramps: dict[str, int] = {}
     allowance: dict[str, int | None] = {}  # None: no limit from feedback
     for name, mt in machinetypes.items():
         if name in held:
@@ -184,11 +242,30 @@ def _creations(
             held[name] = "target_share is 0"
             continue
         state = feedback.get(name, FeedbackState())
+        hint = hints.get(name)
+        need = None if hint is None else hint[1] - starting_machines[name] - looking[name]
         g = backoff.gate(state, now)
+        if g is Gate.BACKOFF and state.kind == Kind.EMPTY_QUEUE.value and need is not None and need > 0:
+            g = Gate.OPEN  # the project says work waits: its queue is no longer empty
         if g is Gate.BACKOFF:
+            kind = f" ({state.kind.replace('_', ' ')})" if state.kind else ""
             held[name] = (
                 f"backoff until {iso(state.backoff_until or now)} after {state.consecutive_aborts} "
-                f"consecutive abort(s); last: {state.last_message}"
+                f"consecutive abort(s){kind}; last: {state.last_message}"
+            )
+            continue
+        if looking[name]:
+            held[name] = (
+                f"looking: {looking[name]} machine(s) up and still looking for work (jobs_started 0); "
+                "no more until they find some or stop"
+            )
+            if state.ramp > 1:
+                ramps[name] = 1  # the queue is drained: the ramp starts again from one machine
+            continue
+        if need is not None and need <= 0:
+            held[name] = (
+                f"demand: {hint[1]} job(s) waiting (reported by {hint[2]} at {iso(hint[0])}), "
+                f"{starting_machines[name]} machine(s) starting"
             )
             continue
         if g is Gate.PROBE:
@@ -199,20 +276,31 @@ def _creations(
             if probe is not None:
                 held[name] = (
                     f"probe {probe.name} created {iso(probe.created)} has not yet run "
-                    f"fizzle_seconds ({mt.fizzle_seconds}s)"
+                    f"fizzle_seconds ({mt.fizzle_seconds}s) nor reported a job started"
                 )
                 continue
             allowance[name] = 1
+        elif state.ramp or (name in reporting and state.last_abort is not None):
+            allowance[name] = max(1, state.ramp)  # after any abort, a reporting machinetype ramps from one
         else:
             allowance[name] = None
+        if need is not None:  # the project's own count beats the ramp's guess, and bounds a probe
+            allowance[name] = min(need, allowance[name]) if g is Gate.PROBE else need
 
     budget = limits.budget
     created: dict[str, int] = defaultdict(int)
     total_created = 0
+    ramp_budget = limits.creation_budget_processors is None  # a ramp is its own budget unless one is configured
 
     def blocker(mt: MachineType) -> str | None:
-        if allowance[mt.name] is not None and created[mt.name] >= allowance[mt.name]:
-            return "one probe created after backoff; more once it has run fizzle_seconds"
+        limit = allowance[mt.name]
+        if limit is not None and created[mt.name] >= limit:
+            state = feedback.get(mt.name, FeedbackState())
+            if backoff.gate(state, now) is Gate.PROBE:
+                return "one probe created after backoff; more once it reports a job started or runs fizzle_seconds"
+            if mt.name not in hints and (state.ramp or mt.name in reporting):
+                return f"ramp: {limit} machine(s) this cycle, twice as many next cycle while they find work"
+            return f"demand: no more machines than the {limit} job(s) waiting need"
         if space_processors + mt.processors > limits.processors_limit:
             return f"space processors_limit reached ({space_processors}/{limits.processors_limit})"
         if limits.max_machines is not None and space_machines + 1 > limits.max_machines:
@@ -221,7 +309,9 @@ def _creations(
             return f"machinetype processors_limit reached ({in_use[mt.name]}/{mt.processors_limit})"
         if mt.max_starting_processors is not None and starting[mt.name] + mt.processors > mt.max_starting_processors:
             return f"max_starting_processors reached ({starting[mt.name]}/{mt.max_starting_processors})"
-        if total_created > 0 and mt.processors > budget:
+        state = feedback.get(mt.name, FeedbackState())
+        ramping = ramp_budget and (state.ramp or mt.name in hints or (mt.name in reporting and state.last_abort))
+        if total_created > 0 and mt.processors > budget and not ramping:
             return f"creation budget of {limits.budget} processors per cycle used"
         return None
 
@@ -245,7 +335,16 @@ def _creations(
         in_use[pick.name] += pick.processors
         starting[pick.name] += pick.processors
 
+    for name, limit in allowance.items():
+        state = feedback.get(name, FeedbackState())
+        made = created.get(name, 0)
+        if name in hints or backoff.gate(state, now) is not Gate.OPEN or not made:
+            continue
+        # A ramp doubles what it used; a reporting machinetype with no ramp yet (a fresh start) spent the
+        # budget, and ramps on from there.
+        if (limit is not None and made >= limit) or (limit is None and name in reporting):
+            ramps[name] = min(2 * made, max(1, limits.processors_limit // machinetypes[name].processors))
     return [
-        Create(name, n, probe=allowance[name] == 1)
+        Create(name, n, probe=backoff.gate(feedback.get(name, FeedbackState()), now) is Gate.PROBE)
         for name, n in sorted(created.items())
-    ]
+    ], ramps

@@ -24,6 +24,12 @@ class Reporter:
 
     def machine_adopted(self, space: str, record: MachineRecord) -> None: ...
 
+    def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None: ...
+
+    def disk_full(self, space: str, unwritten: list[str]) -> None: ...
+
+    def disk_writable(self, space: str) -> None: ...
+
     def machine_created(self, space: str, record: MachineRecord, probe: bool) -> None: ...
 
     def create_failed(self, space: str, machinetype: str, name: str, error: BaseException, backs_off: bool) -> None: ...
@@ -37,6 +43,8 @@ class Reporter:
     def feedback_changed(self, space: str, machinetype: str, old: FeedbackState, new: FeedbackState) -> None: ...
 
     def cycle_done(self, space: str, decision: Mapping[str, Any]) -> None: ...
+
+    def backend_request(self, space: str, backend: str, operation: str, outcome: str, seconds: float) -> None: ...
 
     def cycle_failed(self, space: str, error: BaseException) -> None: ...
 
@@ -56,6 +64,17 @@ class LogReporter(Reporter):
             "machine adopted", space=space, machinetype=record.machinetype, machine=record.name,
             state=record.state, why="listed by the backend with no record (daemon killed after create?)",
         )
+
+    def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None:
+        log.error("record quarantined", space=space, machine=name, moved_to=where, why=reason,
+                  then="the machine, if the backend lists it, is adopted; every other machine goes on")
+
+    def disk_full(self, space: str, unwritten: list[str]) -> None:
+        log.error("state directory full", space=space, unwritten=len(unwritten), first=unwritten[0],
+                  then="creating nothing, deleting what must go, trying the writes again every cycle")
+
+    def disk_writable(self, space: str) -> None:
+        log.info("state directory writable again", space=space, then="creating as usual")
 
     def machine_created(self, space: str, record: MachineRecord, probe: bool) -> None:
         log.info(

@@ -8,7 +8,7 @@ docs/configuration.md and docs/definitions.md.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import jsonschema
 
@@ -41,7 +41,35 @@ MACHINETYPE_PROPERTIES: dict[str, Any] = {
     "root_image": {"type": "string", "minLength": 1},
     "machine_model": {"type": "string"},
     "accounting_fqan": {"type": "string"},
+    # Pods (docs/kubernetes.md): root_image is the container image.
+    "container_command": {"oneOf": [{"type": "string", "minLength": 1},
+                                    {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+    "pod_overrides": {"type": "object", "propertyNames": {"pattern": r"^[a-z][A-Za-z0-9]*$"}},
+    "container_overrides": {"type": "object", "propertyNames": {"pattern": r"^[a-z][A-Za-z0-9]*$"}},
+    "kueue_queue_name": {"type": "string", "maxLength": 63,
+                         "pattern": r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
 }
+
+# Keys of the overrides that vacagent sets itself, and why (a definition that sets one is refused).
+OWNED_OVERRIDES: dict[str, dict[str, str]] = {
+    "pod_overrides": {
+        "containers": "vacagent makes the container (root_image, container_command; container_overrides for the rest)",
+        "restartPolicy": "always Never: a machine that ends is not restarted",
+    },
+    "container_overrides": {
+        "name": "vacagent names the container",
+        "image": "set by root_image",
+        "command": "set by container_command",
+    },
+}
+
+# Keys a machinetype must have in a space of this backend, and what they are.
+BACKEND_REQUIRED: dict[str, dict[str, str]] = {
+    "kubernetes": {"root_image": "the container image of the pod"},
+}
+
+# Keys whose mappings merge (site over pipe) instead of being replaced.
+MERGED_KEYS = frozenset(OWNED_OVERRIDES)
 
 # Keys we accept without interpreting them: the rest of the Vac/Vcycle
 # vocabulary, and the keys cloud backends read.  Anything else is warned about.
@@ -58,6 +86,9 @@ PASSTHROUGH_KEYS = frozenset(
         "description", "comment",
     }
 )
+
+# Backend options that name files: relative to the configuration file that names them.
+PATH_OPTIONS = frozenset({"kubeconfig"})
 
 PATH_KEYS = frozenset(
     {"user_data", "root_image", "root_public_key", "user_data_proxy_cert", "user_data_proxy_key",
@@ -155,6 +186,21 @@ CONFIG_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+def merge_documents(base: Mapping[str, Any], override: Mapping[str, Any],
+                    extend_lists: bool = False) -> dict[str, Any]:
+    """`override` merged into `base` (JSON documents): mappings merge key by key and `override`
+    wins; a list in `override` replaces base's, or (`extend_lists`) is added after base's items."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_documents(out[key], value, extend_lists)
+        elif extend_lists and isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = [*out[key], *value]
+        else:
+            out[key] = value
+    return out
 
 
 def _where(path: Iterator[Any]) -> str:

@@ -39,8 +39,27 @@ def last_decisions(store: SpaceStore, count: int = 1) -> list[dict[str, Any]]:
     return out
 
 
+def warnings(store: SpaceStore) -> list[str]:
+    """What an operator must look at in a space's state directory (after `records()`)."""
+    found = [f"unreadable record, to be set aside by the next cycle: {why}" for why in store.damaged.values()]
+    quarantine = store.root / "quarantine"
+    if quarantine.is_dir():
+        found += [f"record set aside (unreadable): {p}" for p in sorted(quarantine.iterdir())]
+    return found
+
+
 def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
     store = SpaceStore(settings.state_dir, name, settings.site)
+    try:
+        return _space_status(settings, store, now)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:  # never a traceback: say what
+        return {"space": name, "warnings": [f"cannot read the state of space {name}: {type(e).__name__}: {e}"],
+                "backend": None, "processors_limit": None, "processors": 0, "machines_total": 0,
+                "last_cycle": None, "machinetypes": {}, "machines": []}
+
+
+def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str, Any]:
+    name = store.space
     records = store.records()
     decisions = last_decisions(store)
     last = decisions[-1] if decisions else {}
@@ -85,6 +104,7 @@ def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
         "last_cycle": last.get("time"),
         "machinetypes": machinetypes,
         "machines": machines,
+        "warnings": warnings(store),
     }
 
 
@@ -126,6 +146,8 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
             f"space {space['space']} ({space['backend']}): {space['machines_total']} machines, "
             f"{space['processors']}/{space['processors_limit']} processors, last cycle {_age(now, space['last_cycle'])} ago"
         )
+        for warning in space["warnings"]:
+            yield f"  warning: {warning}"
         yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
         for mt, info in space["machinetypes"].items():
             states = " ".join(f"{k}={v}" for k, v in info["states"].items()) or "-"
@@ -145,15 +167,42 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
                 )
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+WHY_HISTORY = 500  # decision records read back to tell how long a rule has held a machinetype
+
+
+def rule(reason: str) -> str:
+    """The rule a held reason names: its first word (`backoff`, `probe`, `looking`, `demand`, `ramp`, ...)."""
+    return reason.split(None, 1)[0].rstrip(":") if reason else ""
+
+
+def held_since(decisions: list[dict[str, Any]], index: int, machinetype: str) -> float:
+    """When the rule that held `machinetype` in decisions[index] began holding it, as far back as recorded."""
+    current = rule(decisions[index]["held"][machinetype])
+    since = decisions[index]["time"]
+    for d in reversed(decisions[:index]):
+        reason = d.get("held", {}).get(machinetype)
+        if reason is None or rule(reason) != current:
+            break
+        since = d["time"]
+    return since
+
+
 def why(settings: Settings, space: str | None, machinetype: str | None, count: int) -> Iterable[str]:
     names = [space] if space else sorted(settings.spaces)
     for name in names:
         store = SpaceStore(settings.state_dir, name, settings.site)
-        decisions = last_decisions(store, count)
+        history = last_decisions(store, count + WHY_HISTORY)
+        decisions = history[-count:]
         if not decisions:
             yield f"space {name}: no decision recorded yet (has the daemon run a cycle?)"
             continue
-        for d in decisions:
+        for i, d in enumerate(decisions, len(history) - len(decisions)):
             yield (
                 f"space {name} at {d['at']}: {d['machines_total']} machines, "
                 f"{d['processors_total']}/{d['processors_limit']} processors"
@@ -168,7 +217,9 @@ def why(settings: Settings, space: str | None, machinetype: str | None, count: i
                 if created:
                     parts.append(f"created {len(created)}")
                 if held:
-                    parts.append(("then held: " if created else "held: ") + held)
+                    since = held_since(history, i, mt)
+                    how_long = f" [{rule(held)} for {_duration(d['time'] - since)}, since {iso(since)}]"
+                    parts.append(("then held: " if created else "held: ") + held + how_long)
                 yield f"  {mt}: {'; '.join(parts) or 'nothing to report'}"
             for deleted in d.get("deleted", []):
                 if machinetype is None or deleted["machine"].startswith(machinetype + "-"):

@@ -102,10 +102,10 @@ class LocalBackend:
         if info.get("boot_id") != self._boot_id:
             return False, False
         pid = info["pid"]
-        child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
-            del self._children[pid]  # reaped: no zombie left behind
         stat = _proc_stat(pid)
+        if stat is not None and stat[0] == "Z" and stat[1] == info["start_ticks"]:
+            self._reap(pid)
+            stat = _proc_stat(pid)
         if stat is not None and stat[1] != info["start_ticks"]:
             return False, False
         if stat is not None and stat[0] != "Z":
@@ -115,6 +115,20 @@ class LocalBackend:
         except (ProcessLookupError, PermissionError):
             return False, False
         return False, True
+
+    def _reap(self, pid: int) -> None:
+        """Collect an exited machine's leader.  A zombie still counts as a member of
+        its group (`killpg(pid, 0)` succeeds), so an unreaped one would keep its
+        machine alive forever.  Its Popen may be gone (a reload builds new
+        backends): then wait for the pid itself."""
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.poll()
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not our child (another daemon started it): its parent or init reaps it
 
     def _signal(self, info: dict, sig: int) -> None:
         if self._status(info)[1]:
@@ -209,7 +223,12 @@ class LocalBackend:
         now = self.context.clock.now()
         requested = info.get("terminate_requested_at")
         if requested is None:
-            write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            try:
+                write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            except OSError as e:
+                self._signal(info, signal.SIGTERM)  # a full disk must not keep a machine running
+                raise Temporary(f"deleting machine {machine.name}: SIGTERM sent, but cannot record it "
+                                f"in {directory / 'process.json'}: {e.strerror}") from e
             self._signal(info, signal.SIGTERM)
         elif now - requested >= self.grace:
             self._signal(info, signal.SIGKILL)

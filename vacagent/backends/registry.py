@@ -15,6 +15,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     # name: (module, class, pip extra that provides its SDK)
     "local": ("vacagent.backends.local", "LocalBackend", ""),
     "fake": ("vacagent.backends.fake", "FakeBackend", ""),
+    "kubernetes": ("vacagent.backends.kubernetes", "KubernetesBackend", "kubernetes"),
     "openstack": ("vacagent.backends.openstack", "OpenStackBackend", "openstack"),
 }
 

@@ -7,6 +7,12 @@ time.  A machine that stopped carries its shutdown message and stop time on
 the listing (as a Kubernetes pod's termination message does), which the
 cycle reads when joboutputs/ has none: simulated machines write no files.
 
+Simulated machines report their job time as real ones do, in the joboutputs
+file `job_seconds` (for the ledger), when the backend is given the state
+store's machines directory: at every change the listing shows and whenever
+a job ended, so a machine's last report lags its running job, as a real
+reporter's does between two reports.
+
 Errors are those of `errors`: `Temporary` while an `api_errors` incident
 lasts, `CapacityExhausted` when the space (or what a `capacity_loss` left of
 it) is full.  Neighbours: `lab` (the world), `run` (builds one per space).
@@ -14,7 +20,9 @@ it) is full.  Neighbours: `lab` (the world), `run` (builds one per space).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 
 from vacagent.backends.base import CreateRequest
 from vacagent.errors import CapacityExhausted, Temporary
@@ -32,6 +40,8 @@ class SimBackend:
         self.requests_made = 0
         self.counts: Counter[str] = Counter()  # list (pages), create, delete, failed
         self._listed: dict[str, tuple[int, Machine]] = {}  # name -> (version, translation): most do not change
+        self.machines_dir: Path | None = None  # where the machines' joboutputs are; None: they report nothing
+        self._reported: dict[str, tuple[int, float]] = {}  # name -> (version, completed job seconds) last reported
 
     def _request(self, kind: str) -> None:
         self.requests_made += 1
@@ -40,7 +50,24 @@ class SimBackend:
             self.counts["failed"] += 1
             raise Temporary(f"{kind} in space {self.space}: simulated API error")
 
+    def _report(self, m: SimMachine) -> None:
+        """Write the machine's job_seconds when what it would report changed."""
+        if self.machines_dir is None or m.life.started is None:
+            return
+        key = (m.version, m.life.job_seconds)
+        if self._reported.get(m.life.name) == key:
+            return
+        self._reported[m.life.name] = key
+        joboutputs = os.path.join(self.machines_dir, m.life.name, "joboutputs")
+        seconds = m.life.job_seconds_at(self.lab.now if m.life.stopped is None else m.life.stopped)
+        try:
+            with open(os.path.join(joboutputs, "job_seconds"), "w") as f:
+                f.write(f"{int(seconds)}\n")
+        except FileNotFoundError:
+            pass  # its record is gone (closed): nobody reads it any more
+
     def _machine(self, m: SimMachine) -> Machine:
+        self._report(m)
         cached = self._listed.get(m.life.name)
         if cached is not None and cached[0] == m.version:
             return cached[1]
@@ -66,6 +93,7 @@ class SimBackend:
             self._request("list")
         for name in self._listed.keys() - live.keys():
             del self._listed[name]
+            self._reported.pop(name, None)
         return [self._machine(m) for m in live.values()]
 
     def create_machine(self, request: CreateRequest) -> Machine:

@@ -69,6 +69,8 @@ class Lab:
         self.job_end: list[float | None] = [None] * len(self.jobs)
         self.lost = {p: 0.0 for p in self.projects}
         self.samples = Samples()
+        # (machine, time) of each change of a machine's jobs_started since `sim.reports` last looked
+        self.reported: list[tuple[SimMachine, float]] = []
         self._incidents = {kind: [i for i in scenario.incidents if i.kind == kind]
                            for kind in ("api_errors", "boot_failures", "capacity_loss", "broken_image")}
         for incident in self._incidents["capacity_loss"]:
@@ -109,6 +111,7 @@ class Lab:
         elif kind == _JOB_DONE:
             if m.job == arg:
                 self.job_end[arg] = self.now
+                m.life.end_job(self.now)
                 m.job = None
                 self._take_work(m)
         elif kind == _IDLE:
@@ -184,6 +187,7 @@ class Lab:
             return
         m.state = MachineState.RUNNING
         m.life.started = self.now
+        self.reported.append((m, self.now))
         m.wallclock_end = self.now + self.wallclock[m.life.project]
         if m.broken is not None:
             self._push(self.now + m.broken.after_seconds, _STOP, m, m.broken.message)
@@ -205,6 +209,8 @@ class Lab:
         queue.popleft()
         m.job = j
         m.life.jobs_started += 1
+        self.reported.append((m, self.now))
+        m.life.start_job(self.now, self.jobs[j].processors / m.life.processors)
         self.job_start[j] = self.now
         self._push(self.now + self.jobs[j].duration, _JOB_DONE, m, j)
 
@@ -232,6 +238,7 @@ class Lab:
         if j is None:
             return
         m.job = None
+        m.life.end_job(self.now)
         job = self.jobs[j]
         self.lost[job.project] += job.processors * (self.now - self.job_start[j])
         self.job_start[j] = None

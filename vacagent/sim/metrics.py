@@ -3,10 +3,15 @@
 All time is counted in processor-seconds within the simulated window
 [0, duration]; machines and jobs still there at the end count up to it.
 
-- provisioned: from a machine's create request until the cloud no longer
-  holds it (boot, work, idle, stopped-until-deleted), times its processors.
-- useful: job time on machines, times the job's processors; work on a job
-  killed with its machine does not count (the job runs again).
+- the ledger (`vacagent.ledger`, docs/ledger.md), the very definition the
+  daemon writes into its accounting: every machine's life from its create
+  request until the cloud no longer holds it, cut into starting, working,
+  idle, lost and draining, in processor-seconds.  A simulated machine
+  reports its job time exactly (each job weighted by the part of the
+  machine's processors it used); one deleted while running, or failed,
+  ended without a 100/200/300 message, so its run counts as lost.
+- provisioned: all the ledger's phases.
+- useful: the ledger's working phase.
 - useful fraction = useful / provisioned.
 - demand served = useful / the oracle's useful (same jobs, same window).
 - wait: start - arrival of every job that arrived; a job not started by the
@@ -26,8 +31,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vacagent import ledger
+from vacagent.model import ShutdownMessage
 from vacagent.sim.scenario import Scenario
-from vacagent.sim.trace import Trace
+from vacagent.sim.trace import MachineLife, Trace
 
 
 @dataclass(frozen=True)
@@ -46,12 +53,18 @@ class Figures:
     machines: int
     share: float | None = None  # project: mean part of the processors while all projects wait
     target_share: float | None = None
+    phases: dict[str, float] | None = None  # processor-seconds per ledger phase (provisioned, cut up)
     share_accuracy: float | None = None  # policy total only
     api_calls: int | None = None  # policy total only
     failed_cycles: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        def rounded(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: rounded(x) for k, x in v.items()}
+            return round(v, 6) if isinstance(v, float) else v
+
+        return {k: rounded(v) for k, v in asdict(self).items()}
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -63,6 +76,21 @@ def _p95(values: list[float]) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def life(m: MachineLife, horizon: float) -> ledger.Life:
+    """A simulated machine as the ledger sees it, at the end of the window."""
+    message = ShutdownMessage.parse(m.message) if m.message else None
+    ran = m.stopped - m.started if m.stopped is not None and m.started is not None else None
+    return ledger.Life(created=m.created, processors=m.processors, started=m.started, ran_seconds=ran,
+                       end=m.gone, ended=m.stopped is not None, code=message.code if message else None,
+                       job_seconds=m.job_seconds_at(horizon))
+
+
+def phases(m: MachineLife, horizon: float) -> dict[str, float]:
+    """Processor-seconds per phase of one machine within [0, horizon]."""
+    cut = ledger.clip(ledger.spans(life(m, horizon), horizon), 0.0, horizon)
+    return {phase: s * m.processors for phase, s in ledger.seconds(cut).items()}
 
 
 def shares(scenario: Scenario, trace: Trace) -> tuple[dict[str, float | None], float | None]:
@@ -96,12 +124,13 @@ def figures(scenario: Scenario, trace: Trace, reference: dict[str, Any] | None =
     is the oracle's figures, for demand served."""
     horizon = trace.horizon
     names = [p.name for p in scenario.projects]
-    acc = {p: dict(provisioned=0.0, useful=0.0, demand=0.0, fizzle=0.0, machines=0, started=0, completed=0,
-                   waits=[]) for p in [*names, "*"]}
+    acc = {p: dict(phases=dict.fromkeys(ledger.PHASES, 0.0), demand=0.0, fizzle=0.0, machines=0, started=0,
+                   completed=0, waits=[]) for p in [*names, "*"]}
     for m in trace.machines:
-        held = m.processors * max(0.0, min(m.gone if m.gone is not None else horizon, horizon) - max(m.created, 0.0))
+        cut = phases(m, horizon)
+        held = sum(cut.values())
         for key in (m.project, "*"):
-            acc[key]["provisioned"] += held
+            ledger.add(acc[key]["phases"], cut)
             acc[key]["machines"] += 1
             if m.jobs_started == 0:
                 acc[key]["fizzle"] += held
@@ -113,7 +142,6 @@ def figures(scenario: Scenario, trace: Trace, reference: dict[str, Any] | None =
             a["waits"].append((start if start is not None else horizon) - job.arrival)
             if start is not None:
                 a["started"] += 1
-                a["useful"] += job.processors * (min(end if end is not None else horizon, horizon) - start)
             if end is not None:
                 a["completed"] += 1
     part, accuracy = shares(scenario, trace)
@@ -121,13 +149,14 @@ def figures(scenario: Scenario, trace: Trace, reference: dict[str, Any] | None =
 
     def build(key: str, **extra: Any) -> Figures:
         a = acc[key]
+        provisioned, useful = sum(a["phases"].values()), a["phases"]["working"]
         served = None
         if reference is not None:
             ref = reference["total"] if key == "*" else reference["projects"][key]
-            served = _ratio(a["useful"], ref.useful)
+            served = _ratio(useful, ref.useful)
         return Figures(
-            provisioned=a["provisioned"], useful=a["useful"], demand=a["demand"],
-            useful_fraction=_ratio(a["useful"], a["provisioned"]), served=served,
+            provisioned=provisioned, useful=useful, demand=a["demand"],
+            useful_fraction=ledger.fraction(a["phases"]), served=served, phases=a["phases"],
             jobs=len(a["waits"]), started=a["started"], completed=a["completed"],
             wait_mean=sum(a["waits"]) / len(a["waits"]) if a["waits"] else None, wait_p95=_p95(a["waits"]),
             fizzle_waste=a["fizzle"], machines=a["machines"], **extra,

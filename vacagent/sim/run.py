@@ -5,7 +5,8 @@ For each space of the scenario this builds what the daemon builds
 definitions), with a `SimBackend` instead of a cloud and the policy's
 decision function in place of `planner.plan`.  Then, every `cycle_seconds`
 of simulated time: the lab plays the events up to now, a sample is taken,
-and `cycle.run_once(space, now)` runs for every space: listing, reconcile,
+the machines' joboutputs reports are written (`reports`), and
+`cycle.run_once(space, now)` runs for every space: listing, reconcile,
 feedback, the decision, the actuator writing intent before each backend call,
 the decision record.  Nothing sleeps; a fake clock carries the time.
 
@@ -28,6 +29,7 @@ from vacagent.config import Settings, SpaceSettings
 from vacagent.model import SpaceLimits
 from vacagent.report import Reporter
 from vacagent.sim.backend import SimBackend
+from vacagent.sim import reports
 from vacagent.sim.lab import Lab
 from vacagent.sim.scenario import Scenario, SpaceSpec
 from vacagent.sim.trace import Trace
@@ -69,17 +71,20 @@ def run_cycles(scenario: Scenario, policy: str, planner: PlannerFactory, workdir
         backend = SimBackend(lab, spec.name, scenario.start_epoch)
         space = cycle.build(settings, _space_settings(scenario, spec, user_data), Reporter(), clock, backend=backend)
         space.decide = planner(scenario, spec)
+        backend.machines_dir = space.store.machines_dir
         space.actuator.names = lambda machinetype: f"{machinetype}-{next(serial):06x}"
         space.actuator.manager_hostname = "simulator"
         spaces.append(space)
         backends.append(backend)
 
+    stores = {space.name: space.store for space in spaces}
     failed = 0
     steps = int(-(-scenario.duration // scenario.cycle_seconds))
     for step in range(steps):
         t = step * scenario.cycle_seconds
         lab.advance(t)
         lab.sample()
+        reports.publish(lab, stores, scenario.start_epoch)
         clock.advance(scenario.start_epoch + t - clock.now())
         for space in spaces:
             try:

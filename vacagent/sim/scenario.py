@@ -61,6 +61,8 @@ class ProjectSpec:
     processors: int
     idle_seconds: float
     machinetype: Mapping[str, Any]  # the machinetype's keys, without user_data (the simulator adds it)
+    reports: frozenset[str] = frozenset({"jobs_started"})  # joboutputs its machines write (sim.reports)
+    demand_until: float = float("inf")  # its demand reports stop then
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,8 @@ def _project(raw: Mapping[str, Any], defaults: Mapping[str, Any], path: Path, i:
         processors=mt["processors"],
         idle_seconds=seconds(raw.get("idle_seconds", 300)),
         machinetype=mt,
+        reports=frozenset(raw.get("reports", ["jobs_started"])),
+        demand_until=seconds(raw["demand_until"]) if "demand_until" in raw else float("inf"),
     )
 
 

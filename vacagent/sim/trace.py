@@ -26,6 +26,23 @@ class MachineLife:
     gone: float | None = None  # no longer holds its processors (None: still there at the end)
     jobs_started: int = 0
     message: str | None = None  # its shutdown message, if it left one
+    # What the machine would report as job_seconds (the ledger's working time): seconds of jobs ended
+    # or killed, each weighted by the part of the machine's processors the job used...
+    job_seconds: float = 0.0
+    job_since: float | None = None  # ...plus the job running since then, if any
+    job_weight: float = 1.0  # that job's part of the processors
+
+    def start_job(self, t: float, weight: float) -> None:
+        self.job_since, self.job_weight = t, weight
+
+    def end_job(self, t: float) -> None:
+        if self.job_since is not None:
+            self.job_seconds += (t - self.job_since) * self.job_weight
+            self.job_since = None
+
+    def job_seconds_at(self, t: float) -> float:
+        running = (t - self.job_since) * self.job_weight if self.job_since is not None and t > self.job_since else 0.0
+        return self.job_seconds + running
 
 
 @dataclass

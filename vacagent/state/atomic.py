@@ -3,16 +3,24 @@
 Write to a temporary file in the same directory, fsync it, rename it over
 the target, and fsync the directory so that the rename survives a crash.
 Appends (`append_line`) use O_APPEND with one write() per line, which keeps
-lines whole between processes on a local or shared filesystem.
+lines whole between processes on a local or shared filesystem, under an
+flock so that a line is never torn: a short write (a full disk) is completed
+or rolled back, and the torn tail a crash left is cut off before the next
+line goes on.  `read_lines` skips a torn or unreadable line and says so.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from vacagent import crashpoints, logs
+
+log = logs.get("vacagent.state")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,11 +67,55 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def append_line(path: Path, obj: Any) -> None:
+def _end_of_last_line(fd: int, size: int) -> int:
+    """Offset just past the last newline (0 if none): where whole lines end."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def append_line(path: Path, obj: Any, crash_point: str | None = None) -> None:
+    """Append one JSON line whole, or nothing (OSError); `crash_point`: its name in `crashpoints`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: to find a torn tail
     try:
-        os.write(fd, line)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one appender at a time may repair or roll back
+        size = os.fstat(fd).st_size
+        whole = _end_of_last_line(fd, size) if size else 0
+        if whole != size:
+            log.warning("torn last line removed", file=path, bytes=size - whole,
+                        why="a process stopped half-way through writing it")
+            os.ftruncate(fd, whole)
+        if crash_point and crashpoints.armed(crash_point):
+            os.write(fd, line[: len(line) // 2])
+            crashpoints.reached(crash_point)
+        written = 0
+        try:
+            while written < len(line):  # a short write (disk nearly full): write the rest
+                written += os.write(fd, line[written:])
+        except OSError:
+            os.ftruncate(fd, whole)  # roll back: never half a line
+            raise
     finally:
         os.close(fd)
+
+
+def read_lines(path: Path) -> Iterator[dict]:
+    """The JSON objects of a JSONL file, skipping (and logging) a torn or unreadable line."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                obj = json.loads(raw)
+                if not raw.endswith(b"\n"):
+                    raise ValueError("no end of line")
+            except ValueError as e:
+                log.warning("unreadable line skipped", file=path, line=number, why=f"torn or corrupt: {e}")
+                continue
+            yield obj

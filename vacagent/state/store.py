@@ -4,7 +4,9 @@ feedback and definitions, finished machines, accounting and decision records.
 Intent before action: `write_intent` creates the machine's directory (with
 its record) before the backend is asked to create it; the name is the
 idempotency key.  A record is closed (moved to `finished/<date>/<name>/`,
-with one accounting line) only once the backend no longer lists the machine.
+with one accounting line) only once the backend no longer lists the machine;
+the close is journaled first (`closing/<name>.json`) so that it happens
+exactly once whatever interrupts it (`close`, `finish_closes`).
 
 Only the holder of the space's cycle lock writes machine.json and
 feedback.json; the endpoint writes only inside joboutputs/, which
@@ -36,11 +38,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from vacagent import crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
-from vacagent.state.atomic import append_line, read_json, write_json, write_text
+from vacagent.state.atomic import append_line, read_json, read_lines, write_json, write_text
 
 SHUTDOWN_MESSAGE = "shutdown_message"
+JOB_SECONDS = "job_seconds"  # seconds the machine spent running jobs so far, as it reports them
+JOBS_STARTED = "jobs_started"  # reserved joboutputs names: docs/machine-protocol.md
+DEMAND = "demand"
 STAMP = "records.stamp"
 
 
@@ -55,6 +61,33 @@ class Outputs:
     shutdown_message: str | None = None
     shutdown_message_at: float | None = None
     heartbeat_at: float | None = None
+    job_seconds: float | None = None
+    jobs_started: int | None = None  # None: no (readable) report
+    jobs_started_at: float | None = None
+    demand: int | None = None
+    demand_at: float | None = None
+
+
+def _count(path: str) -> tuple[int | None, float | None]:
+    """A joboutputs file holding one integer >= 0: (value, mtime); (None, None) if absent or not a count."""
+    try:
+        with open(path, "rb") as f:
+            at = os.fstat(f.fileno()).st_mtime
+            text = f.read(32).split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    if len(text) != 1 or not text[0].isdigit():
+        return None, None
+    return int(text[0]), at
+
+
+def parse_job_seconds(text: str) -> float | None:
+    """A job_seconds file's value: a non-negative number, else None (treated as not reported)."""
+    try:
+        value = float(text.strip().split()[0])
+    except (ValueError, IndexError):
+        return None
+    return value if value >= 0 and value == value and value != float("inf") else None
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(MachineRecord))
@@ -68,6 +101,35 @@ def record_to_json(record: MachineRecord) -> dict[str, Any]:
     else:
         data["outcome"] = asdict(record.outcome)
     return data
+
+
+def accounting_line(site: str, record: MachineRecord, outcome: Outcome, closing: str) -> dict[str, Any]:
+    """A closed machine's accounting line (the one place it is built); `closing` is its close's id."""
+    return {
+        "site": site,
+        "space": record.space,
+        "machinetype": record.machinetype,
+        "machine": record.name,
+        "processors": record.processors,
+        "created": record.created,
+        "started": record.started,
+        "ended": outcome.at,
+        "ran_seconds": outcome.ran_seconds,
+        "shutdown_message": outcome.message,
+        "code": outcome.code,
+        "aborted": outcome.aborted,
+        "reason": outcome.reason,
+        "cause": outcome.cause,
+        "closing": closing,
+    }
+
+
+def _has_closing(path: Path, closing: str) -> bool:
+    """Does the accounting file already hold the line of this close?"""
+    try:
+        return any(line.get("closing") == closing for line in read_lines(path))
+    except FileNotFoundError:
+        return False
 
 
 def record_from_json(data: dict[str, Any]) -> MachineRecord:
@@ -86,11 +148,13 @@ class SpaceStore:
         self.machines_dir = self.root / "machines"
         self.finished_dir = self.root / "finished"
         self.machinetypes_dir = self.root / "machinetypes"
+        self.closing_dir = self.root / "closing"
         self.decisions_path = state_dir / "decisions" / f"{space}.jsonl"
         self._machines_prefix = f"{self.machines_dir}{os.sep}"  # str paths: pathlib costs ~3 us a join
         self._records: dict[str, MachineRecord] | None = None  # None: read them all at the next records()
         self._stamp: str | None = None  # the stamp the cache is valid for
         self._claimed = False  # has this store stamped since the last records()?
+        self.damaged: dict[str, str] = {}  # machine name -> why its record cannot be read (see quarantine)
 
     # -- machine records -------------------------------------------------
 
@@ -115,20 +179,34 @@ class SpaceStore:
 
     def _read_all(self) -> dict[str, MachineRecord]:
         records: dict[str, MachineRecord] = {}
+        self.damaged = {}
         try:
             entries = sorted(os.scandir(self.machines_dir), key=lambda e: e.name)
         except FileNotFoundError:
             entries = []
+        closing = set(self._closing())  # journaled as closed: no longer open, whatever is left
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.name in closing:
                 continue
+            path = f"{entry.path}{os.sep}machine.json"
             try:
-                records[entry.name] = record_from_json(read_json(Path(entry.path) / "machine.json"))
+                records[entry.name] = record_from_json(read_json(Path(path)))
             except FileNotFoundError:
-                continue  # a directory being created or removed right now
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{entry.path}/machine.json: unreadable record: {e}") from e
+                if os.path.isdir(entry.path):  # (not a directory closed since the scan)
+                    self.damaged[entry.name] = f"{path}: missing"
+            except (ValueError, TypeError, AttributeError) as e:
+                self.damaged[entry.name] = f"{path}: unreadable record: {e}"
         return records
+
+    def quarantine(self, name: str, now: float) -> Path:
+        """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>:
+        the machine is then adopted (if listed) as one with no record; nothing else waits on it."""
+        target = self.root / "quarantine" / f"{name}.{int(now)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._claim()
+        os.rename(self.machine_dir(name), target)
+        self.damaged.pop(name, None)
+        return target
 
     def _claim(self) -> None:
         """Before this cycle's first write: a fresh stamp tells every other store to re-read."""
@@ -157,11 +235,25 @@ class SpaceStore:
         self._claim()
         tmp = f"{self._machines_prefix}.{record.name}.intent"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._build_intent(tmp, record, files or {})
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: leave no half-built directory behind
+            raise
+        # The whole directory appears at once: a reader never sees a machine
+        # without its record.  rename() refuses to replace a non-empty directory.
+        with self._writing():
+            os.rename(tmp, path)
+        self._cached(record)
+        return path
+
+    @staticmethod
+    def _build_intent(tmp: str, record: MachineRecord, files: dict[str, str]) -> None:
         made = {""}
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
             os.makedirs(os.path.join(tmp, sub))
             made.add(sub)
-        for relative, text in (files or {}).items():
+        for relative, text in files.items():
             parent = os.path.dirname(relative)
             if parent not in made:
                 os.makedirs(os.path.join(tmp, parent), exist_ok=True)
@@ -169,12 +261,6 @@ class SpaceStore:
             with open(os.path.join(tmp, relative), "w") as f:
                 f.write(text)
         write_json(Path(tmp) / "machine.json", record_to_json(record))
-        # The whole directory appears at once: a reader never sees a machine
-        # without its record.  rename() refuses to replace a non-empty directory.
-        with self._writing():
-            os.rename(tmp, path)
-        self._cached(record)
-        return path
 
     def save(self, record: MachineRecord) -> None:
         self._claim()
@@ -183,7 +269,8 @@ class SpaceStore:
         self._cached(record)
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
-        """The machine's shutdown message and heartbeat time (file modification times)."""
+        """The machine's shutdown message, heartbeat time (file modification times) and its
+        `jobs_started` and `demand` counts (a file that is not one integer counts as absent)."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
         message = message_at = heartbeat_at = None
         try:
@@ -197,7 +284,18 @@ class SpaceStore:
                 heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
             except FileNotFoundError:
                 pass
-        return Outputs(message, message_at, heartbeat_at)
+        jobs_started, jobs_started_at = _count(directory + JOBS_STARTED)
+        demand, demand_at = _count(directory + DEMAND)
+        return Outputs(message, message_at, heartbeat_at, self._job_seconds(directory),
+                       jobs_started, jobs_started_at, demand, demand_at)
+
+    @staticmethod
+    def _job_seconds(joboutputs: str) -> float | None:
+        try:
+            with open(joboutputs + JOB_SECONDS, errors="replace") as f:
+                return parse_job_seconds(f.read(64))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def write_shutdown_message(self, name: str, message: str) -> bool:
         """Leave our message for a machine we end, unless it left its own.  True if written."""
@@ -212,40 +310,69 @@ class SpaceStore:
             f.write(message + "\n")
         return True
 
-    def close(self, record: MachineRecord, outcome: Outcome, now: float) -> dict[str, Any]:
-        """Move the machine's directory to finished/ and write its accounting line."""
-        source = self.machine_dir(record.name)
+    def close(self, record: MachineRecord, outcome: Outcome, now: float, fizzle_seconds: float = 0.0) -> dict[str, Any]:
+        """Close a record: move the machine's directory to finished/ and write its accounting line
+        (with the machine's ledger, docs/ledger.md).
+
+        Exactly once, whatever crash or full disk interrupts it: the whole
+        close is first journaled in `closing/<name>.json` (the finished
+        record, where it goes, the accounting line with its `closing` id);
+        from then on the record is no longer open, and `finish_closes()`
+        completes any step a crash left undone.
+        """
+        job_seconds = self._job_seconds(f"{self._machines_prefix}{record.name}{os.sep}joboutputs{os.sep}")
         target_dir = self.finished_dir / day(now)
-        target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / record.name
         if target.exists():
             target = target_dir / f"{record.name}.{int(now)}"
-        final = {**record_to_json(record), "outcome": asdict(outcome), "closed": now}
+        closing = secrets.token_hex(8)
+        final = {**record_to_json(record), "outcome": asdict(outcome), "closed": now, "closing": closing}
+        journal = {
+            "record": final,
+            "finished": str(target.relative_to(self.root)),
+            "accounting": f"{day(now)}.jsonl",
+            "line": {**accounting_line(self.site, record, outcome, closing),
+                     **ledger.accounting_fields(ledger.closed_life(record, outcome, now, job_seconds, fizzle_seconds),
+                                                now)},
+        }
         self._claim()
-        if source.exists():
-            with self._writing():
-                write_json(source / "machine.json", final)
-                os.rename(source, target)
+        with self._writing():
+            write_json(self.closing_dir / f"{record.name}.json", journal)
         if self._records is not None:
             self._records.pop(record.name, None)
-        line = {
-            "site": self.site,
-            "space": self.space,
-            "machinetype": record.machinetype,
-            "machine": record.name,
-            "processors": record.processors,
-            "created": record.created,
-            "started": record.started,
-            "ended": outcome.at,
-            "ran_seconds": outcome.ran_seconds,
-            "shutdown_message": outcome.message,
-            "code": outcome.code,
-            "aborted": outcome.aborted,
-            "reason": outcome.reason,
-            "cause": outcome.cause,
-        }
-        append_line(self.state_dir / "accounting" / f"{day(now)}.jsonl", line)
-        return line
+        crashpoints.reached("after_close_journal")
+        self._complete(record.name, journal, recovering=False)
+        return journal["line"]
+
+    def finish_closes(self) -> Iterator[dict[str, Any]]:
+        """Complete the closes a crash or an error interrupted; yields their accounting lines."""
+        for name in self._closing():
+            journal = read_json(self.closing_dir / f"{name}.json")
+            self._complete(name, journal, recovering=True)
+            yield journal["line"]
+
+    def _closing(self) -> list[str]:
+        """Names of the machines whose close is journaled and not yet complete."""
+        try:
+            return sorted(e.name[:-5] for e in os.scandir(self.closing_dir)
+                          if e.name.endswith(".json") and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def _complete(self, name: str, journal: dict[str, Any], recovering: bool) -> None:
+        source = self.machine_dir(name)
+        if source.exists():
+            target = self.root / journal["finished"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_json(source / "machine.json", journal["record"])
+            os.rename(source, target)
+        crashpoints.reached("after_finished")
+        path = self.state_dir / "accounting" / journal["accounting"]
+        closing = journal["line"]["closing"]
+        if not (recovering and _has_closing(path, closing)):
+            append_line(path, journal["line"], crash_point="mid_append")
+        crashpoints.reached("after_accounting")
+        os.unlink(self.closing_dir / f"{name}.json")
 
     def prune_finished(self, now: float, retention_days: float) -> int:
         """Remove finished/<date>/ directories older than the retention period."""

@@ -33,6 +33,7 @@ import heapq
 from collections import deque
 from pathlib import Path
 
+from vacagent.sim.lab import WORK_DONE
 from vacagent.sim.scenario import Scenario
 from vacagent.sim.trace import STATES, MachineLife, Samples, Trace
 
@@ -112,6 +113,7 @@ def schedule(scenario: Scenario) -> Trace:
             _, j, mid = heapq.heappop(ends)
             job_end[j] = t
             machine = machines[mid]
+            machine.job_seconds += jobs[j].duration * jobs[j].processors / machine.processors
             if mid in promised:
                 following = promised.pop(mid)
                 run(following, mid, max(t, jobs[following].arrival))
@@ -121,7 +123,8 @@ def schedule(scenario: Scenario) -> Trace:
                 following = waiting[machine.project].popleft()
                 run(following, mid, max(t, jobs[following].arrival))
             else:
-                machine.gone = t
+                machine.stopped = machine.gone = t
+                machine.message = WORK_DONE
                 held -= machine.processors
         while asked < len(jobs) and max(0.0, jobs[asked].arrival - boot) == t:
             j, asked = asked, asked + 1
@@ -136,6 +139,9 @@ def schedule(scenario: Scenario) -> Trace:
         if t < horizon:  # a machine booted at the very end would do nothing in the window
             serve(t)
 
+    for _, j, mid in ends:  # running at the end of the window
+        if job_start[j] is not None:
+            machines[mid].start_job(job_start[j], jobs[j].processors / machines[mid].processors)
     samples = _samples(scenario, lives, job_start, job_end)
     deleted = sum(1 for m in lives if m.gone is not None)
     return Trace("oracle", horizon, lives, job_start, job_end, {p: 0.0 for p in size}, samples,
