@@ -42,7 +42,8 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname, parts.port
         self.faults: list[Fault] = []
-        self.seen: list[tuple[str, str, int]] = []  # (method, path, status) of every request
+        self.seen: list[tuple[str, str, int]] = []  # (method, path, status) of every request answered
+        self.arrived: list[tuple[str, str]] = []  # (method, path) of every request, as it arrives
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -68,6 +69,8 @@ class FaultProxy:
     def clear(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.arrived.clear()
+            self.seen.clear()
 
     def _take(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -88,6 +91,8 @@ class FaultProxy:
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(length) if length else b""
+                with proxy.lock:
+                    proxy.arrived.append((self.command, self.path))
                 fault = proxy._take(self.command, self.path)
                 if fault and fault.delay:
                     time.sleep(fault.delay)
