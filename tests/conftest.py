@@ -57,4 +57,8 @@ def service_unavailable(reason: str) -> None:
 
 
 # The OpenStack control plane, once per session, for tests marked `openstack` (tests/openstack_support.py).
-from openstack_support import _openstack_for_marked_tests, openstack_cloud  # noqa: E402,F401
+from openstack_support import (  # noqa: E402,F401
+    _openstack_for_marked_tests,
+    openstack_cloud,
+    pytest_collection_modifyitems,
+)

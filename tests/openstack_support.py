@@ -115,6 +115,16 @@ def openstack_cloud(tmp_path_factory):
         plane.stop()
 
 
+OPENSTACK_TEST_TIMEOUT = 900  # the first test also waits for the control plane to come up (1-3 min)
+
+
+def pytest_collection_modifyitems(items):
+    """The openstack tests' time limit covers bringing the control plane up (pytest-timeout counts setup)."""
+    for item in items:
+        if item.get_closest_marker("openstack") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(OPENSTACK_TEST_TIMEOUT))
+
+
 @pytest.fixture(autouse=True)
 def _openstack_for_marked_tests(request):
     if request.node.get_closest_marker("openstack"):
@@ -123,4 +133,4 @@ def _openstack_for_marked_tests(request):
     yield
 
 
-__all__ = ["openstack_cloud", "_openstack_for_marked_tests", "current", "Cloud", "FAULTY_REGION", "IMAGE"]
+__all__ = ["openstack_cloud", "_openstack_for_marked_tests", "pytest_collection_modifyitems", "current", "Cloud", "FAULTY_REGION", "IMAGE"]
