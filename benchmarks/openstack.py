@@ -12,6 +12,8 @@ flavor vac.1, networks none) in this process, as the daemon does, every
 - steady cycles at 50 and then 500 servers (the limit raised to 500): API
   requests per cycle (listing pages + mutations, and lookups: flavors,
   images, limits) and the cycle's CPU seconds (process time) and wall time.
+  The 500 are measured once listed, whether or not the fake host has booted
+  them all yet (it builds a few per second at best): a listing costs the same.
 
     python benchmarks/openstack.py [--page-size 500] [--steady 5] [--json]
 """
@@ -88,8 +90,8 @@ def steady(space, cycles: int, interval: float) -> dict:
                                                                                    "wall_s")}
 
 
-def wait_running(space, n: int, interval: float, t0: float) -> float:
-    while running(space) < n:
+def wait_until(space, condition, interval: float, t0: float) -> float:
+    while not condition():
         one(space)
         time.sleep(interval)
     return round(time.monotonic() - t0, 1)
@@ -118,14 +120,16 @@ def main() -> None:
         settings = config.load(site(work / "state", plane, project.name, args.page_size))
         space = cycle.build(settings, settings.spaces["cloud"], Reporter())
         t0 = time.monotonic()
-        result["empty_to_50_active_s"] = wait_running(space, 50, args.cycle, t0)
+        result["empty_to_50_active_s"] = wait_until(space, lambda: running(space) >= 50, args.cycle, t0)
         result["steady_50"] = steady(space, args.steady, args.cycle)
 
         limits = replace(space.settings.limits, processors_limit=500, creation_budget_processors=500)
         space.settings = replace(space.settings, limits=limits)
         t0 = time.monotonic()
-        result["50_to_500_active_s"] = wait_running(space, 500, args.cycle, t0)
+        result["50_to_500_listed_s"] = wait_until(space, lambda: len(space.backend.inner.list_machines()) >= 500,
+                                                  args.cycle, t0)
         result["steady_500"] = steady(space, args.steady, args.cycle)
+        result["active_of_500"] = running(space)
         result["page_size"] = args.page_size
     finally:
         admin = plane.connect(project.name)
@@ -140,7 +144,8 @@ def main() -> None:
         return
     print(f"control plane start: {result['control_plane_start_s']} s" if result["control_plane_start_s"]
           else "control plane: attached (VACAGENT_OPENSTACK_DIR)")
-    print(f"empty -> 50 ACTIVE: {result['empty_to_50_active_s']} s; 50 -> 500 ACTIVE: {result['50_to_500_active_s']} s")
+    print(f"empty -> 50 ACTIVE: {result['empty_to_50_active_s']} s; 50 -> 500 listed: "
+          f"{result['50_to_500_listed_s']} s ({result['active_of_500']} of them ACTIVE when measured)")
     for size in (50, 500):
         s = result[f"steady_{size}"]
         print(f"steady cycle at {size} servers (page_size {args.page_size}): {s['requests']} requests "

@@ -135,3 +135,13 @@ def test_quota_stands_in_for_processors_limit(configured_machines, quota, proces
     effective, reason = within_quota(limits, quota)
     assert (effective.processors_limit, effective.max_machines, reason) == (processors, machines, why)
     assert effective.creation_budget_processors == 5
+
+
+def test_an_unknown_option_is_a_configuration_error_naming_it(tmp_path):
+    from vacagent.backends.base import BackendContext
+    from vacagent.backends.openstack import OpenStackBackend
+
+    with pytest.raises(errors.ConfigError, match="space s: options.flavours: not an option of the openstack"):
+        OpenStackBackend(BackendContext("site", "s", tmp_path, {"auth": {}, "flavours": ["m1"]}))
+    with pytest.raises(errors.ConfigError, match="set `cloud`"):
+        OpenStackBackend(BackendContext("site", "s", tmp_path, {}))

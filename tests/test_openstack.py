@@ -6,6 +6,7 @@ a bad password) and that the token never reaches a disk or a log."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from pathlib import Path
 
@@ -176,3 +177,28 @@ def test_the_token_is_never_written_or_logged(cloud, project, tmp_path, caplog):
     for path in (p for root in caches if root.exists() for p in root.rglob("*")):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_validate_online_names_a_missing_image_and_a_flavor_that_does_not_fit(cloud, project, tmp_path, capsys):
+    from vacagent import cli
+
+    options = cloud.options(project, flavor_names=["vac.1"])
+    (tmp_path / "work.sh").write_text("#!/bin/sh\n")
+    config = tmp_path / "vacagent.yaml"
+    config.write_text(f"""
+site: lab
+state_dir: state
+spaces:
+  cloud:
+    backend: openstack
+    options: {json.dumps(options)}
+    machinetypes:
+      good: {{root_image: {IMAGE}, processors: 1, user_data: work.sh}}
+      no-image: {{root_image: no-such-image, processors: 1, user_data: work.sh}}
+      too-big: {{root_image: {IMAGE}, processors: 8, user_data: work.sh}}
+""")
+    assert cli.main(["validate", "--online", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "machinetype no-image: root_image: no active image 'no-such-image' in Glance" in out
+    assert "machinetype too-big: no usable flavor (vac.1: 1 vCPUs, outside 8-8)" in out
+    assert "machinetype good" not in out

@@ -46,6 +46,8 @@ from vacagent.model import Machine, MachineState, Quota
 MICROVERSION = "2.52"  # tags at create and in filters (2.52), networks none/auto (2.37), flavor in servers (2.47)
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 NOVA_USER_DATA_BYTES = 65535  # Nova's limit on the base64 text
+OPTIONS = frozenset({"cloud", "clouds_file", "auth", "region", "network", "security_groups", "key_name",
+                     "availability_zones", "flavor_names", "page_size", "timeout_seconds"})
 
 
 def connect(options: Mapping[str, Any], space: str):
@@ -76,6 +78,10 @@ def connect(options: Mapping[str, Any], space: str):
 class OpenStackBackend:
     def __init__(self, context: BackendContext):
         options = context.options
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise errors.ConfigError(f"space {context.space}: options.{unknown[0]}: not an option of the openstack "
+                                     f"backend (known: {', '.join(sorted(OPTIONS))})")
         self.context = context
         self.site, self.space = context.site, context.space
         self.page_size = int(options.get("page_size", 500))
@@ -312,6 +318,7 @@ class OpenStackBackend:
         problems = []
         try:
             self._flavor_table(refresh=True)
+            self._networks()
         except errors.VacagentError as e:
             return [str(e)]
         for mt in machinetypes:
