@@ -330,7 +330,8 @@ class OpenStackDriver:
     # servers take ~3 min to create and ~10 to delete on the fake driver here; the benchmark lists 500.
     POPULATE = 120
     PAGE_SIZE = 25
-    STATES = {"ACTIVE": MachineState.RUNNING, "SHUTOFF": MachineState.STOPPED, "ERROR": MachineState.FAILED,
+    STATES = {"ACTIVE": MachineState.RUNNING, "SHUTOFF": MachineState.STOPPED,
+              "ERROR": Native(MachineState.FAILED, None, "700 server in ERROR without a fault"),  # reset-state: no fault
               "PAUSED": MachineState.UNKNOWN}
     ERRORS = {
         "quota-403": ("create", QuotaExceeded),  # a real cores quota smaller than the flavor
@@ -397,6 +398,9 @@ class OpenStackDriver:
                 "name": f"mt-p{chunk}", "imageRef": image.id, "flavorRef": flavor.id, "networks": "none",
                 "min_count": count, "max_count": count, "tags": nova.tags(self.site, self.space, "mt"),
                 "metadata": nova.metadata(self.site, self.space, "mt")}}).raise_for_status()
+        # Nova's tag filter finds a server once its cell holds it (not while it is a build request).
+        tag = nova.tag("site", self.site)
+        self.wait(lambda: len(self.admin.compute.get(f"/servers?tags={tag}&limit=1000").json()["servers"]) >= n)
 
     def force_state(self, name: str, native: str) -> None:
         self.wait(lambda: self._server(name).status == "ACTIVE")
