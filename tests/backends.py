@@ -12,7 +12,8 @@ that driver to the tests that need it (never a skip):
 
 - `PAGE_SIZE` and `populate(n)`: put n of this site's machines into the
   space cheaply (through the cloud or its emulator); the suite checks that
-  listing them costs ceil(n / PAGE_SIZE) requests.
+  listing them costs ceil(n / PAGE_SIZE) requests.  n is `POPULATE` if the
+  driver sets it (a real cloud too slow for 1,200), else 1,200.
 - `STATES` ({native state id: MachineState, or `Native(state, cause,
   message)` to check the platform's cause and shutdown message too}) and
   `force_state(name, native)`: put a created machine into that native
@@ -33,6 +34,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.backends.fake import FakeBackend
 from vacagent.backends.local import LocalBackend
@@ -42,6 +45,8 @@ from vacagent.model import Cause, MachineState, MachineType
 from vacagent.state.atomic import read_json
 
 from conftest import T0
+from daemon_helpers import wait_for
+from openstack_controlplane import IMAGE
 
 MT = MachineType(name="mt", processors=2)
 
@@ -537,4 +542,144 @@ class GCEDriver:
         self.cloud.forget(self.labels["vacagent-site"])
 
 
-DRIVERS = [FakeDriver, LocalDriver, KubernetesDriver, EC2Driver, GCEDriver]
+class OpenStackDriver:
+    """The real nova of tests/openstack_controlplane.py, in a project of its own, through the fault proxy.
+
+    Errors are the cloud's own where it can give them (a real cores quota for
+    the 403, a flavor or image it lacks, a server of that name made behind
+    the backend's back, one deleted behind its back); the proxy answers only
+    what nova cannot be made to (5xx, 429, 401, timeouts, 409)."""
+
+    name = "openstack"
+    MARKS = (pytest.mark.openstack,)
+    # 120 servers in 5 pages (4 x 25 + 20), made by one multi-create (min_count/max_count).  1,200 real
+    # servers take ~3 min to create and ~10 to delete on the fake driver here; the benchmark lists 500.
+    POPULATE = 120
+    PAGE_SIZE = 25
+    STATES = {"ACTIVE": MachineState.RUNNING, "SHUTOFF": MachineState.STOPPED,
+              "ERROR": Native(MachineState.FAILED, None, "700 server in ERROR without a fault"),  # reset-state: no fault
+              "PAUSED": MachineState.UNKNOWN}
+    ERRORS = {
+        "quota-403": ("create", QuotaExceeded),  # a real cores quota smaller than the flavor
+        "flavor-missing": ("create", Permanent),
+        "image-missing": ("create", Permanent),
+        "image-url": ("create", Permanent),
+        "server-error": ("create", Temporary),  # 503 from the proxy
+        "throttled": ("create", Temporary),  # 429 Retry-After
+        "timeout": ("create", Temporary),  # the proxy waits longer than timeout_seconds
+        "reauth-once": ("create", None),  # one 401: keystoneauth re-authenticates, the create succeeds
+        "unauthorized": ("create", ConfigError),  # 401 again after re-authenticating
+        "exists-ours": ("create", None),  # 409 "already exists" for a server with this machine's tags
+        "exists-not-ours": ("create", Permanent),  # 409 for another site's server of that name
+        "gone": ("delete", None),  # deleted behind the backend's back: 404
+        "delete-error": ("delete", Temporary),
+    }
+
+    def __init__(self, tmp_path: Path, site: str = "site", space: str = "s"):
+        from openstack_support import current
+        from vacagent.backends.openstack import OpenStackBackend
+
+        self.cloud = current()
+        self.project = self.cloud.project()
+        self.admin = self.cloud.admin(self.project)
+        self.tmp = tmp_path
+        self.site, self.space = site, space
+        self.mt = MachineType(name="mt", processors=2, extra={"root_image": IMAGE})
+        self.make = OpenStackBackend
+        self.backend = self._backend(site, space)
+
+    def _backend(self, site: str, space: str, **options):
+        options = self.cloud.options(self.project, faulty=True, page_size=self.PAGE_SIZE, timeout_seconds=3,
+                                     **options)
+        return self.make(BackendContext(site, space, self.tmp, options, SystemClock()))
+
+    def other(self, site: str, space: str):
+        return self._backend(site, space)
+
+    def request(self, name: str) -> CreateRequest:
+        return CreateRequest(name, self.mt, "#!/bin/sh\necho booted\n")
+
+    def _server(self, name: str):
+        return next(s for s in self.admin.compute.servers(name=f"^{name}$"))
+
+    def _behind_our_back(self, name: str, site: str) -> None:
+        from vacagent.backends import nova
+
+        flavor = self.admin.compute.find_flavor("vac.2")
+        image = self.admin.image.find_image(IMAGE)
+        self.admin.compute.create_server(name=name, flavor_id=flavor.id, image_id=image.id, networks="none",
+                                         tags=nova.tags(site, self.space, "mt"),
+                                         metadata=nova.metadata(site, self.space, "mt"))
+
+    def populate(self, n: int) -> None:
+        from vacagent.backends import nova
+
+        # The oversized flavor: Nova lists them at once, fails them without a host, and deletes them
+        # from its database alone, so they cost the compute service nothing.
+        flavor = self.admin.compute.find_flavor("vac.huge")
+        image = self.admin.image.find_image(IMAGE)
+        for chunk, start in enumerate(range(0, n, 200)):
+            count = min(200, n - start)
+            self.admin.compute.post("/servers", microversion="2.52", json={"server": {
+                "name": f"mt-p{chunk}", "imageRef": image.id, "flavorRef": flavor.id, "networks": "none",
+                "min_count": count, "max_count": count, "tags": nova.tags(self.site, self.space, "mt"),
+                "metadata": nova.metadata(self.site, self.space, "mt")}}).raise_for_status()
+        # Nova's tag filter finds a server once its cell holds it (not while it is a build request).
+        tag = nova.tag("site", self.site)
+        self.wait(lambda: len(self.admin.compute.get(f"/servers?tags={tag}&limit=1000").json()["servers"]) >= n)
+
+    def force_state(self, name: str, native: str) -> None:
+        self.wait(lambda: self._server(name).status == "ACTIVE")
+        server = self._server(name)
+        if native == "SHUTOFF":
+            self.admin.compute.stop_server(server)
+        elif native == "ERROR":
+            self.admin.compute.reset_server_state(server, "error")
+        elif native == "PAUSED":
+            self.admin.compute.pause_server(server)
+        self.wait(lambda: self._server(name).status == native)
+
+    def inject(self, operation: str, case: str) -> None:
+        proxy = self.cloud.proxy
+        if case == "quota-403":
+            self.cloud.root.compute.update_quota_set(self.cloud.project_id(self.project), cores=1)
+        elif case == "flavor-missing":
+            self.mt = MachineType(name="mt", processors=2, extra={"root_image": IMAGE, "flavor_names": ["no-such"]})
+        elif case == "image-missing":
+            self.mt = MachineType(name="mt", processors=2, extra={"root_image": "no-such-image"})
+        elif case == "image-url":
+            self.mt = MachineType(name="mt", processors=2, extra={"root_image": "https://example.org/x.img"})
+        elif case == "server-error":
+            proxy.inject("POST", r"/servers$", 503, {"computeFault": {"message": "injected", "code": 503}})
+        elif case == "throttled":
+            proxy.inject("POST", r"/servers$", 429, {"overLimit": {"message": "slow down", "code": 429}},
+                         {"Retry-After": "7"})
+        elif case == "timeout":
+            proxy.inject("POST", r"/servers$", delay=6)
+        elif case in ("reauth-once", "unauthorized"):
+            for _ in range(1 if case == "reauth-once" else 2):
+                proxy.inject("POST", r"/servers$", 401, {"error": {"message": "token expired", "code": 401}})
+        elif case in ("exists-ours", "exists-not-ours"):
+            self.backend.list_machines()  # the backend has listed: it does not know the server below
+            self._behind_our_back("mt-0009", self.site if case == "exists-ours" else "another-site")
+            proxy.inject("POST", r"/servers$", 409, {"conflictingRequest": {
+                "message": "Instance mt-0009 already exists.", "code": 409}})
+        elif case == "gone":
+            server = self._server("mt-0008")
+            self.admin.compute.delete_server(server)
+            self.admin.compute.wait_for_delete(server, wait=60)
+        elif case == "delete-error":
+            proxy.inject("DELETE", r"/servers/", 500, {"computeFault": {"message": "injected", "code": 500}})
+
+    def let_exit(self, name: str) -> None:
+        self.admin.compute.stop_server(self._server(name))
+
+    def wait(self, predicate, timeout: float = 10.0):
+        return wait_for(predicate, max(timeout, 120.0), interval=0.3)
+
+    def cleanup(self) -> None:
+        self.cloud.proxy.clear()
+        self.cloud.wipe(self.project)
+
+
+DRIVERS = [FakeDriver, LocalDriver, KubernetesDriver, OpenStackDriver, EC2Driver, GCEDriver]

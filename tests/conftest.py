@@ -54,3 +54,11 @@ def service_unavailable(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (VACAGENT_REQUIRE_SERVICES=1: a service test may not skip here)")
     pytest.skip(reason)
+
+
+# The OpenStack control plane, once per session, for tests marked `openstack` (tests/openstack_support.py).
+from openstack_support import (  # noqa: E402,F401
+    _openstack_for_marked_tests,
+    openstack_cloud,
+    pytest_collection_modifyitems,
+)

@@ -209,7 +209,9 @@ class Actuator:
                     self.store.save(replace(record, state=MachineState.UNKNOWN.value))
             return None, feedback
         crashpoints.reached("after_create")
-        record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
+        # The cloud's count stands (an OpenStack flavor's vCPUs): accounting charges what was created.
+        record = replace(record, backend_id=machine.backend_id, state=machine.state.value,
+                         processors=machine.processors)
         with self.writing(f"recording the create of {name}"):  # the listing tells the next cycle
             self.store.save(record)
         self.reporter.machine_created(self.space, record, probe)

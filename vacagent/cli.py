@@ -24,11 +24,13 @@ from pathlib import Path
 
 from vacagent import (__version__, config, coordinator, cycle, definitions, health, logs, status, usage,
                       validate_offline, vcycle_import)
+from vacagent.backends import registry
+from vacagent.backends.base import BackendContext
 from vacagent.backends.registry import BACKENDS
 from vacagent.clock import SystemClock
 from vacagent.config import PipeSettings, SpaceSettings
 from vacagent.daemon import Daemon
-from vacagent.errors import ConfigError
+from vacagent.errors import ConfigError, VacagentError
 from vacagent.fetch import Fetcher
 from vacagent.model import SpaceLimits
 from vacagent.report import LogReporter
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the configuration, every local file and every definition readable without network; "
                         "fetch no remote pipe, contact no cloud, and list what was not checked")
     p.add_argument("--prefix", default="pipe", help="machinetype name prefix for PIPE (default: pipe)")
+    p.add_argument("--online", action="store_true",
+                   help="also ask each space's cloud: does it answer with these credentials, do the images "
+                        "and flavors named exist (backends that can tell: openstack)")
 
     p = sub.add_parser("simulate", help="run policies on a simulated lab and compare them",
                        description="Run the daemon's real cycle (planner, feedback, backoff, reconcile, state "
@@ -203,6 +208,27 @@ def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
     return not resolved.errors
 
 
+def _check_online(settings, space: SpaceSettings, machinetypes) -> bool:
+    """Ask the space's cloud (a backend with `check(machinetypes) -> [problem]`); print what it says."""
+    label = f"space {space.name}"
+    try:
+        backend = registry.create(space.backend, BackendContext(settings.site, space.name, settings.state_dir,
+                                                                space.options))
+        check = getattr(backend, "check", None)
+        problems = check(machinetypes) if check else None
+    except VacagentError as e:
+        problems = [str(e)]
+    if problems is None:
+        print(f"{label}: online: backend {space.backend!r} has nothing to check online")
+        return True
+    for problem in problems:
+        print(f"{label}: error: online: {problem}")
+    if not problems:
+        print(f"{label}: online: the cloud answers; the images and flavors of {len(machinetypes)} "
+              f"machinetype(s) exist")
+    return not problems
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     if args.offline:
@@ -230,7 +256,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{label}: error: {space.config_file}: spaces.{space.name}.backend: "
                       f"{space.backend!r} is unknown (known: {', '.join(sorted(BACKENDS))})")
                 ok = False
-            ok = _print_resolved(label, definitions.resolve_space(space, fetcher, now)) and ok
+            resolved = definitions.resolve_space(space, fetcher, now)
+            ok = _print_resolved(label, resolved) and ok
+            if args.online and space.backend in BACKENDS:
+                ok = _check_online(settings, space, list(resolved.machinetypes.values())) and ok
         print(f"configuration {'valid' if ok else 'INVALID'}: {', '.join(settings.files)}")
         return 0 if ok else 1
 

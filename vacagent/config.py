@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import yaml
 
 from vacagent.apel import ApelSettings
+
+from vacagent.backends.registry import REPORTS_QUOTA
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
 from vacagent.schema import CONFIG_SCHEMA, PATH_OPTIONS, violations
@@ -52,6 +54,9 @@ class SpaceSettings:
     intent_grace_seconds: int = 300  # a created machine must be listed within this time
     apel: ApelSettings | None = None  # write APEL accounting records (no section: none)
     config_file: str = ""
+    # processors_limit not set, for a backend that reads its cloud's quota (registry.REPORTS_QUOTA):
+    # limits.processors_limit is then 0 here, and each cycle plans within the quota read.
+    quota_from_cloud: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,9 @@ def _apel(raw: Mapping[str, Any], base: Path) -> ApelSettings:
 def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     base = path.parent
     limit = raw.get("processors_limit")
+    quota_from_cloud = limit is None and raw["backend"] in REPORTS_QUOTA
+    if quota_from_cloud:
+        limit = 0
     if limit is None:
         if raw["backend"] != "local":
             raise ConfigError(f"{path}: spaces.{name}.processors_limit: required for backend {raw['backend']!r}")
@@ -209,6 +217,7 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
         intent_grace_seconds=raw.get("intent_grace_seconds", 300),
         apel=_apel(raw["apel"], base) if "apel" in raw else None,
         config_file=str(path),
+        quota_from_cloud=quota_from_cloud,
     )
 
 

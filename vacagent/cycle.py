@@ -26,9 +26,9 @@ from vacagent.backends.base import Backend, BackendContext
 from vacagent.backends.metered import Metered
 from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
-from vacagent.errors import ConfigError
+from vacagent.errors import ConfigError, VacagentError
 from vacagent.fetch import Fetcher
-from vacagent.model import STATE_VALUE, MachineRecord, MachineState, MachineType, MachineView, iso
+from vacagent.model import STATE_VALUE, MachineRecord, MachineState, MachineType, MachineView, SpaceLimits, iso
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
 from vacagent.state import uptime
@@ -156,6 +156,9 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
 
     listing = space.backend.list_machines()
     machines = {m.name: m for m in listing}
+    limits = settings.limits
+    if settings.quota_from_cloud:
+        limits, held = _within_quota(space, held, machinetypes)
     known = store.records()
     for name, reason in dict(store.damaged).items():
         where = store.quarantine(name, now)
@@ -211,7 +214,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         )
 
     feedback = {name: store.feedback(name) for name in machinetypes}
-    decision = space.decide(settings.limits, machinetypes, views, feedback, now, held)
+    decision = space.decide(limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
         with writing(f"saving the feedback of {name}"):
@@ -227,7 +230,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
             space.actuator.reporter.feedback_changed(space.name, name, before[name], state)
 
     store.prune_finished(now, space.retention_days)
-    record = _decision_record(space, now, views, decision, done, definition_errors, current)
+    record = _decision_record(space, now, views, decision, done, definition_errors, current, limits)
     record["ledger_live"] = _live_ledger(store.records(), job_seconds, machinetypes, now)
     record["heartbeats"] = heartbeats
     record["api"] = space.backend.take_summary()
@@ -236,6 +239,20 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     _report_disk(space)
     space.actuator.reporter.cycle_done(space.name, record)
     return record
+
+
+def _within_quota(space: Space, held: dict[str, str], machinetypes) -> tuple[SpaceLimits, dict[str, str]]:
+    """The cycle's limits from the cloud's quota (the space sets no processors_limit).
+
+    A quota that cannot be read holds every creation this cycle; the rest of
+    the cycle (deletes, closes) goes on."""
+    try:
+        limits, why = planner.within_quota(space.settings.limits, space.backend.quota())
+    except VacagentError as e:
+        limits, why = space.settings.limits, f"cannot read the cloud's quota: {e}"
+    if why:
+        held = {**{name: why for name in machinetypes}, **held}
+    return limits, held
 
 
 def _report_disk(space: Space) -> None:
@@ -273,7 +290,7 @@ def _live_ledger(records: dict[str, MachineRecord], job_seconds: dict[str, float
     return {mt: {k: round(v, 3) for k, v in phases.items()} for mt, phases in live.items()}
 
 
-def _decision_record(space, now, views, decision, done, definition_errors, feedback) -> dict[str, Any]:
+def _decision_record(space, now, views, decision, done, definition_errors, feedback, limits) -> dict[str, Any]:
     per_mt: dict[str, dict[str, int]] = {}
     gone = MachineState.GONE
     for view in views:
@@ -290,7 +307,7 @@ def _decision_record(space, now, views, decision, done, definition_errors, feedb
         "space": space.name,
         "machines_total": sum(c["machines"] for c in per_mt.values()),
         "processors_total": sum(c["processors"] for c in per_mt.values()),
-        "processors_limit": space.settings.limits.processors_limit,
+        "processors_limit": limits.processors_limit,
         "machinetypes": per_mt,
         "created": done["created"],
         "create_failed": done["failed"],

@@ -224,6 +224,17 @@ class SpaceLimits:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """A cloud's own limits on what this site may run in a space (None: no limit of that kind).
+
+    Reported by backends that can read them (backends/base.py: QuotaReporting),
+    already less what other users of the project hold."""
+
+    processors: int | None = None
+    machines: int | None = None
+
+
+@dataclass(frozen=True)
 class Create:
     machinetype: str
     count: int

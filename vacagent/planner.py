@@ -28,6 +28,7 @@ from vacagent import backoff
 from vacagent.backoff import FeedbackState, Gate, Kind
 from vacagent.feedback import Assessment, assess
 from vacagent.model import (
+    Quota,
     Close,
     Create,
     Delete,
@@ -98,6 +99,26 @@ def lifecycle(
                 reason = a.outcome.reason if a.outcome else "ended"
                 deletes.append(Delete(view.name, reason, message, new_outcome))
     return Lifecycle(tuple(deletes), tuple(closes), assessments, tuple(ended), tuple(passed), tuple(found))
+
+
+NO_PROCESSORS_LIMIT = (
+    "no processors limit: the space sets no processors_limit and the cloud's core quota is unlimited "
+    "(maxTotalCores -1): set processors_limit"
+)
+
+
+def within_quota(limits: SpaceLimits, quota: Quota) -> tuple[SpaceLimits, str | None]:
+    """The space's limits for a cycle when the cloud's quota stands in for processors_limit.
+
+    Returns the limits to plan within, and why nothing may be created when
+    nothing limits processors at all (never plan without a limit)."""
+    machines = limits.max_machines
+    if quota.machines is not None:
+        machines = quota.machines if machines is None else min(machines, quota.machines)
+    processors = quota.processors if quota.processors is not None else 0
+    return (SpaceLimits(processors, machines, limits.creation_budget_processors, limits.max_starting_seconds,
+                        limits.shutdown_grace_seconds, limits.delete_retry_seconds),
+            None if quota.processors is not None else NO_PROCESSORS_LIMIT)
 
 
 def plan(

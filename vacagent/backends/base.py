@@ -16,6 +16,11 @@
 
 `requests_made` counts API requests (listing pages + mutations) so that
 benchmarks can check a cycle costs O(pages), never O(machines).
+
+A backend whose cloud keeps quotas it can read also has `quota()` (the
+`QuotaReporting` protocol; registry.REPORTS_QUOTA names these backends): a
+space of such a backend may leave `processors_limit` unset, and the cycle
+then calls `quota()` once per cycle, after listing, and plans within it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from vacagent.clock import Clock, SystemClock
-from vacagent.model import Machine, MachineType
+from vacagent.model import Machine, MachineType, Quota
 
 
 @dataclass(frozen=True)
@@ -62,3 +67,8 @@ class Backend(Protocol):
 
     def delete_machine(self, machine: Machine) -> None:
         """Ask for the machine's deletion; already gone counts as success."""
+
+
+class QuotaReporting(Protocol):
+    def quota(self) -> Quota:
+        """The cloud's limits on this site's machines in the space, read now (after a listing)."""

@@ -18,7 +18,12 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "kubernetes": ("vacagent.backends.kubernetes", "KubernetesBackend", "kubernetes"),
     "ec2": ("vacagent.backends.ec2", "EC2Backend", "ec2"),
     "gce": ("vacagent.backends.gce", "GCEBackend", "gce"),
+
+    "openstack": ("vacagent.backends.openstack", "OpenStackBackend", "openstack"),
 }
+
+# Backends with a `quota()` (base.QuotaReporting): their spaces may leave processors_limit unset.
+REPORTS_QUOTA = frozenset({"openstack"})
 
 
 def create(name: str, context: BackendContext) -> Backend:
