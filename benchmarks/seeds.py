@@ -125,6 +125,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=list(scenarios.shipped()))
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--from-seed", type=int, default=1, help="start at this seed (to resume a run)")
     parser.add_argument("--policies", default="vacagent,vcycle")
     parser.add_argument("--cache", type=Path, help="directory keeping the second policy's figures")
     parser.add_argument("--json", type=Path, help="also write every row's figures here")
@@ -133,8 +134,8 @@ def main() -> int:
     a, b = args.policies.split(",")
     header(a, b)
     rows, started = [], time.monotonic()
-    for name in args.names:
-        for seed in range(1, args.seeds + 1):
+    for seed in range(args.from_seed, args.seeds + 1):  # seed by seed: an interrupted run still covers every scenario
+        for name in args.names:
             rows.append(row(name, seed, a, b, args.cache, demand=args.demand))
     summary(rows, started, args.json)
     return 0

@@ -59,6 +59,7 @@ from vacagent.model import (
 
 _NOT_YET_RUNNING = frozenset({MachineState.STARTING, MachineState.UNKNOWN})
 DEMAND_FRESH_SECONDS = 600  # a demand report older than this is ignored
+DEMAND_HINT = "demand_hint"  # MachineType.extra key: (time, jobs waiting, where), from its demand_url (`demand`)
 _FIZZLE, _FOUND = object(), object()  # kinds of success evidence
 
 
@@ -228,6 +229,13 @@ def _creations(
             best = hints.get(v.machinetype)
             if best is None or v.demand_at > best[0]:
                 hints[v.machinetype] = (v.demand_at, v.demand, v.name)
+
+    for name, mt in machinetypes.items():
+        published = mt.extra.get(DEMAND_HINT)
+        if published is not None and now - published[0] <= DEMAND_FRESH_SECONDS:
+            best = hints.get(name)
+            if best is None or published[0] > best[0]:
+                hints[name] = published
 
     ramps: dict[str, int] = {}
     allowance: dict[str, int | None] = {}  # None: no limit from feedback
