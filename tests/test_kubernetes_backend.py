@@ -79,6 +79,7 @@ def test_pod_carries_the_machinetype_keys():
                       "kueue.x-k8s.io/queue-name": "lab-queue"}
     spec = manifest["spec"]
     assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 86400 + 3600  # a backstop, after max_wallclock_seconds
     [container] = spec["containers"]
     assert container["image"] == "registry.example/worker:1"
     assert container["command"] == ["run-worker", "--queue", "a b"]

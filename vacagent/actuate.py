@@ -21,15 +21,17 @@ until reconcile sees whether the machine appeared after all.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from vacagent import __version__, backoff, crashpoints, errors, features, tokens, userdata
+from vacagent import __version__, apel, backoff, crashpoints, errors, features, tokens, userdata
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
+from vacagent.feedback import with_own_message
 from vacagent.fetch import Fetcher
 from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
 from vacagent.report import Reporter
@@ -58,12 +60,29 @@ class Actuator:
     reporter: Reporter
     endpoint_url: str | None = None  # base URL of the endpoint machines report to; None: local paths
     manager_hostname: str = field(default_factory=socket.getfqdn)
+    apel: apel.ApelSettings | None = None  # the space's APEL accounting, if it writes records
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
+    unwritten: list[str] = field(default_factory=list)  # this cycle's writes a full disk refused (see `writing`)
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """A state write that a full disk may refuse: note it (no new machine is created
+        while anything is unwritten) and go on with the rest of the cycle."""
+        try:
+            yield
+        except OSError as e:
+            if not errors.disk_full(e):
+                raise
+            self.unwritten.append(f"{what}: {e.strerror} ({e.filename or self.store.root})")
 
     def close(self, record: MachineRecord, outcome: Outcome | None, now: float,
               machinetype: MachineType | None = None) -> dict[str, Any]:
+        fizzle = machinetype.fizzle_seconds if machinetype else 0.0
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
-        line = self.store.close(record, final, now, machinetype.fizzle_seconds if machinetype else 0.0)
+        final = with_own_message(final, self.store.outputs(record.name, None).shutdown_message, fizzle)
+        text = apel.record(self.space, self.manager_hostname, record, final, machinetype, self.apel) \
+            if self.apel is not None else None
+        line = self.store.close(record, final, now, fizzle, (text, self.apel) if text is not None else None)
         self.reporter.machine_closed(self.space, line)
         return line
 
@@ -76,10 +95,10 @@ class Actuator:
         outcome: Outcome | None,
         now: float,
     ) -> bool:
-        if message:
-            self.store.write_shutdown_message(record.name, message)
-        updated = replace(record, deleting_since=now, outcome=outcome or record.outcome)
-        self.store.save(updated)
+        with self.writing(f"recording the deletion of {record.name}"):  # unrecorded, it is decided again
+            if message:
+                self.store.write_shutdown_message(record.name, message)
+            self.store.save(replace(record, deleting_since=now, outcome=outcome or record.outcome))
         self.reporter.machine_deleting(self.space, record, reason, message)
         target = machine or Machine(record.name, record.machinetype, _state(record), record.backend_id)
         crashpoints.reached("before_delete")
@@ -138,7 +157,11 @@ class Actuator:
             created=now,
         )
         files = {**features.features(machinetype, now), tokens.HASH_FILE: tokens.digest(token) + "\n"}
-        directory = self.store.write_intent(record, files)
+        refused = len(self.unwritten)
+        with self.writing(f"writing the intent of {name}"):
+            directory = self.store.write_intent(record, files)
+        if len(self.unwritten) > refused:
+            return None, feedback  # no intent on disk, no machine: nothing is created on a full disk
         where = urls or {kind: str(directory / kind) for kind in ("machinefeatures", "jobfeatures", "joboutputs")}
         environment = {kind.upper(): location for kind, location in where.items()}
         environment["VACAGENT_TOKEN"] = token
@@ -158,11 +181,13 @@ class Actuator:
                 # The machine may exist after all: reconcile adopts it or closes the
                 # record after intent_grace_seconds.  The backend answered: no longer
                 # "intent", so a machine that never appears is the failure to start it is.
-                self.store.save(replace(record, state=MachineState.UNKNOWN.value))
+                with self.writing(f"recording the failed create of {name}"):
+                    self.store.save(replace(record, state=MachineState.UNKNOWN.value))
             return None, feedback
         crashpoints.reached("after_create")
         record = replace(record, backend_id=machine.backend_id, state=machine.state.value)
-        self.store.save(record)
+        with self.writing(f"recording the create of {name}"):  # the listing tells the next cycle
+            self.store.save(record)
         self.reporter.machine_created(self.space, record, probe)
         return record, feedback
 
@@ -179,13 +204,14 @@ class Actuator:
         done: dict[str, Any] = {"created": {}, "deleted": [], "closed": [], "failed": []}
         for close in plan.closes:
             record = records[close.name]
-            self.close(record, close.outcome, now, machinetypes.get(record.machinetype))
-            done["closed"].append(close.name)
+            with self.writing(f"closing {close.name}"):  # a journaled close is completed next cycle
+                self.close(record, close.outcome, now, machinetypes.get(record.machinetype))
+                done["closed"].append(close.name)
         for delete in plan.deletes:
             record = records[delete.name]
             self.delete(record, machines.get(delete.name), delete.reason, delete.message, delete.outcome, now)
             done["deleted"].append({"machine": delete.name, "reason": delete.reason})
-        for create in plan.creates:
+        for create in plan.creates if not self.unwritten else ():
             mt = machinetypes[create.machinetype]
             for _ in range(create.count):
                 state = feedback.get(mt.name, FeedbackState())

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from vacagent.apel import ApelSettings
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
 from vacagent.schema import CONFIG_SCHEMA, PATH_OPTIONS, violations
@@ -47,6 +48,7 @@ class SpaceSettings:
     pipes: tuple[PipeSettings, ...] = ()
     machinetypes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # inline definitions
     intent_grace_seconds: int = 300  # a created machine must be listed within this time
+    apel: ApelSettings | None = None  # write APEL accounting records (no section: none)
     config_file: str = ""
 
 
@@ -86,6 +88,7 @@ class Settings:
     finished_retention_days: float = 7.0
     decisions_max_bytes: int = 10_000_000
     log_level: str = "info"
+    log_format: str = "kv"  # kv: key=value lines; json: one JSON object a line (vacagent.logs)
     files: tuple[str, ...] = ()
     endpoint: EndpointSettings | None = None  # None: no endpoint; machines get local paths
 
@@ -133,6 +136,11 @@ def _resolve_paths(definition: Mapping[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
+def _apel(raw: Mapping[str, Any], base: Path) -> ApelSettings:
+    directories = {key: str(base / raw[key]) for key in ("outgoing", "archive") if key in raw}
+    return ApelSettings(gocdb_sitename=raw.get("gocdb_sitename"), **directories)
+
+
 def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     base = path.parent
     limit = raw.get("processors_limit")
@@ -178,6 +186,7 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
         pipes=tuple(pipes),
         machinetypes=inline,
         intent_grace_seconds=raw.get("intent_grace_seconds", 300),
+        apel=_apel(raw["apel"], base) if "apel" in raw else None,
         config_file=str(path),
     )
 
@@ -263,6 +272,7 @@ def load(main: Path | str | None = None) -> Settings:
         finished_retention_days=float(merged.get("finished_retention_days", 7)),
         decisions_max_bytes=int(merged.get("decisions_max_bytes", 10_000_000)),
         log_level=merged.get("log_level", "info"),
+        log_format=merged.get("log_format", "kv"),
         files=tuple(str(p) for p in files),
         endpoint=endpoint,
     )

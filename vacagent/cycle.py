@@ -54,6 +54,7 @@ class Space:
     decisions_max_bytes: int
     problems: dict[str, str] = field(default_factory=dict)  # reported definition problems
     demand_problems: dict[str, str] = field(default_factory=dict)  # reported demand_url problems
+    disk_full: bool = False  # did the last cycle find the state directory full? (reported once per change)
     # The decision function: the daemon always uses planner.plan; the
     # simulator swaps in baseline policies with the same signature.
     decide: Callable[..., planner.Decision] = planner.plan
@@ -90,6 +91,7 @@ def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: C
         fetcher=Fetcher(settings.state_dir / "cache"),
         reporter=reporter,
         endpoint_url=endpoint_url or (settings.endpoint.base_url() if settings.endpoint else None),
+        apel=space.apel,
     )
     return Space(space, actuator, settings.finished_retention_days, settings.decisions_max_bytes)
 
@@ -100,7 +102,8 @@ def _machinetypes(space: Space, now: float) -> tuple[dict[str, MachineType], dic
     _report_problems(space, resolved.errors, resolved.warnings)
     machinetypes = dict(resolved.machinetypes)
     for name, definition in resolved.definitions.items():
-        space.store.save_definition(name, dict(definition))
+        with space.actuator.writing(f"saving the definition of {name}"):
+            space.store.save_definition(name, dict(definition))
     held: dict[str, str] = {}
     for name in space.store.stored_machinetypes():
         if name in machinetypes:
@@ -151,8 +154,11 @@ def run_once(space: Space, now: float) -> dict[str, Any]:
 
 def _cycle(space: Space, now: float) -> dict[str, Any]:
     store, settings = space.store, space.settings
-    for line in store.finish_closes():  # a crash or a full disk interrupted these closes
-        space.actuator.reporter.machine_closed(space.name, line)
+    writing = space.actuator.writing  # a write a full disk refuses is noted, and the cycle goes on
+    space.actuator.unwritten = []
+    with writing("completing interrupted closes"):
+        for line in store.finish_closes():  # a crash or a full disk interrupted these closes
+            space.actuator.reporter.machine_closed(space.name, line)
     machinetypes, held, definition_errors = _machinetypes(space, now)
     machinetypes, demand_problems = demand.apply(machinetypes, space.actuator.fetcher, now)
     _report_demand(space, demand_problems)
@@ -164,11 +170,13 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         where = store.quarantine(name, now)
         space.actuator.reporter.record_quarantined(space.name, name, reason, str(where))
     rec = reconcile(listing, known, space.name, now, settings.intent_grace_seconds)
-    for record in rec.changed:
-        store.save(record)
-    for record in rec.adopted:
-        store.write_intent(record)
-        space.actuator.reporter.machine_adopted(space.name, record)
+    with writing("updating records"):
+        for record in rec.changed:
+            store.save(record)
+    with writing("recording adopted machines"):
+        for record in rec.adopted:
+            store.write_intent(record)
+            space.actuator.reporter.machine_adopted(space.name, record)
 
     endpoint_up_since = uptime.up_since(store.state_dir)
     views = []
@@ -214,14 +222,16 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     decision = space.decide(settings.limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
-        store.save_feedback(name, state)
+        with writing(f"saving the feedback of {name}"):
+            store.save_feedback(name, state)
         space.actuator.reporter.feedback_changed(space.name, name, feedback[name], state)
 
     before = dict(current)
     done = space.actuator.carry_out(decision.plan, records, machines, machinetypes, current, now)
     for name, state in current.items():
         if state != before[name]:
-            store.save_feedback(name, state)
+            with writing(f"saving the feedback of {name}"):
+                store.save_feedback(name, state)
             space.actuator.reporter.feedback_changed(space.name, name, before[name], state)
 
     store.prune_finished(now, space.retention_days)
@@ -229,9 +239,22 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     record["ledger_live"] = _live_ledger(store.records(), job_seconds, machinetypes, now)
     record["heartbeats"] = heartbeats
     record["api"] = space.backend.take_summary()
-    store.append_decision(record, space.decisions_max_bytes)
+    with writing("appending the decision record"):
+        store.append_decision(record, space.decisions_max_bytes)
+    _report_disk(space)
     space.actuator.reporter.cycle_done(space.name, record)
     return record
+
+
+def _report_disk(space: Space) -> None:
+    """Say when the state directory fills up or has room again: once per change, not every cycle."""
+    unwritten = space.actuator.unwritten
+    if bool(unwritten) != space.disk_full:
+        space.disk_full = bool(unwritten)
+        if unwritten:
+            space.actuator.reporter.disk_full(space.name, unwritten)
+        else:
+            space.actuator.reporter.disk_writable(space.name)
 
 
 def _heartbeat_age(into: dict[str, dict[str, float]], mt: MachineType, started: float | None,

@@ -5,6 +5,8 @@ type, never on a message string.  Messages read as a trail:
 "creating machine demo-alpha-7f3a: quota exceeded".
 """
 
+import errno
+
 
 class VacagentError(Exception):
     """Base of every error vacagent raises on purpose."""
@@ -36,6 +38,12 @@ class Temporary(VacagentError):
 
 class Permanent(VacagentError):
     """The request can never succeed as made (bad image, bad flavor): back off and tell the operator."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Did a write fail because the file system (or the quota) is full?  The cycle then
+    creates nothing, goes on deleting, and tries again next cycle."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def backs_off(error: BaseException) -> bool:

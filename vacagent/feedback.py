@@ -35,7 +35,7 @@ and successes into the machinetype's feedback state.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vacagent.model import (
     EXCEEDED_WALLCLOCK,
@@ -157,3 +157,14 @@ def assess(
             return end(Verdict.EXPIRED, ran, HEARTBEAT_STALE, str(HEARTBEAT_STALE), now)
 
     return Assessment(Verdict.RUNNING, ran, passed_fizzle=passed_fizzle)
+
+
+def with_own_message(outcome: Outcome, message: str | None, fizzle_seconds: float) -> Outcome:
+    """The outcome once the machine's own shutdown message is known: it always wins over
+    vacagent's, even when it arrived after the cycle decided (between its read and the delete)."""
+    own = ShutdownMessage.parse(message) if message else None
+    if own is None or str(own) == outcome.message:
+        return outcome
+    reclaimed = outcome.cause == Cause.RECLAIMED.value
+    aborted = is_abort(own.code, outcome.ran_seconds, 0 if reclaimed else fizzle_seconds)
+    return replace(outcome, message=str(own), code=own.code, aborted=aborted)

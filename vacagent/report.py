@@ -26,6 +26,10 @@ class Reporter:
 
     def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None: ...
 
+    def disk_full(self, space: str, unwritten: list[str]) -> None: ...
+
+    def disk_writable(self, space: str) -> None: ...
+
     def machine_created(self, space: str, record: MachineRecord, probe: bool) -> None: ...
 
     def create_failed(self, space: str, machinetype: str, name: str, error: BaseException, backs_off: bool) -> None: ...
@@ -64,6 +68,13 @@ class LogReporter(Reporter):
     def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None:
         log.error("record quarantined", space=space, machine=name, moved_to=where, why=reason,
                   then="the machine, if the backend lists it, is adopted; every other machine goes on")
+
+    def disk_full(self, space: str, unwritten: list[str]) -> None:
+        log.error("state directory full", space=space, unwritten=len(unwritten), first=unwritten[0],
+                  then="creating nothing, deleting what must go, trying the writes again every cycle")
+
+    def disk_writable(self, space: str) -> None:
+        log.info("state directory writable again", space=space, then="creating as usual")
 
     def machine_created(self, space: str, record: MachineRecord, probe: bool) -> None:
         log.info(

@@ -50,8 +50,9 @@ def _options(context: BackendContext) -> dict[str, Any]:
     def fail(key: str, reason: str) -> ConfigError:
         return ConfigError(f"space {context.space}: options.{key}: {reason}")
 
-    for key in sorted(set(options) - OPTIONS):
-        raise fail(key, f"unknown option of the kubernetes backend (known: {', '.join(sorted(OPTIONS))})")
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise fail(unknown[0], f"unknown option of the kubernetes backend (known: {', '.join(sorted(OPTIONS))})")
     namespace = options.get("namespace")
     if not isinstance(namespace, str) or not NAME_RE.match(namespace):
         raise fail("namespace", "required: the namespace to create pods in (a DNS label, e.g. vacagent)")

@@ -32,6 +32,7 @@ CONTAINER = "worker"
 VOLUME = "vacagent"
 SECRET_DIR = "/var/run/vacagent"  # user_data and token, read-only
 TERMINATION_LOG = "/dev/termination-log"
+BACKSTOP_SECONDS = 3600
 
 
 def identity(site: str, space: str) -> dict[str, str]:
@@ -101,6 +102,9 @@ def pod(request: CreateRequest, site: str, space: str) -> dict[str, Any]:
     container = merge_documents(container, mt.extra.get("container_overrides") or {}, extend_lists=True)
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # a worker needs no API access; pod_overrides may grant it
+        # A backstop should vacagent be down for long: the kubelet ends the pod an hour after
+        # vacagent would have deleted it (700 Exceeded max_wallclock_seconds).
+        "activeDeadlineSeconds": mt.max_wallclock_seconds + BACKSTOP_SECONDS,
         "volumes": [{"name": VOLUME, "secret": {"secretName": request.name, "defaultMode": 0o440}}],
     }
     spec = merge_documents(spec, mt.extra.get("pod_overrides") or {}, extend_lists=True)

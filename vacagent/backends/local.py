@@ -223,7 +223,12 @@ class LocalBackend:
         now = self.context.clock.now()
         requested = info.get("terminate_requested_at")
         if requested is None:
-            write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            try:
+                write_json(directory / "process.json", {**info, "terminate_requested_at": now})
+            except OSError as e:
+                self._signal(info, signal.SIGTERM)  # a full disk must not keep a machine running
+                raise Temporary(f"deleting machine {machine.name}: SIGTERM sent, but cannot record it "
+                                f"in {directory / 'process.json'}: {e.strerror}") from e
             self._signal(info, signal.SIGTERM)
         elif now - requested >= self.grace:
             self._signal(info, signal.SIGKILL)
@@ -231,7 +236,7 @@ class LocalBackend:
     def _remove_if_abandoned(self, directory: Path, now: float) -> None:
         """A daemon killed between mkdir and process.json left this; its wrapper gave up."""
         try:
-            if not (directory / "process.json").exists() and now - directory.stat().st_mtime > ABANDONED_SECONDS:
+            if not (directory / "process.json").exists() and now - self.context.clock.from_wall(directory.stat().st_mtime) > ABANDONED_SECONDS:
                 shutil.rmtree(directory, ignore_errors=True)
         except FileNotFoundError:
             pass
@@ -259,7 +264,7 @@ class LocalBackend:
         stopped_at = None
         if not script_alive:
             try:
-                stopped_at = (directory / "exit_status").stat().st_mtime
+                stopped_at = self.context.clock.from_wall((directory / "exit_status").stat().st_mtime)
             except FileNotFoundError:
                 stopped_at = None
         if deleting:
@@ -270,7 +275,9 @@ class LocalBackend:
             # Leftover background processes of a finished script are cleaned
             # up by the deletion that a stopped machine gets.
             state = MachineState.STOPPED
-        started_at = self._boot_time + info["start_ticks"] / _TICKS if info.get("boot_id") == self._boot_id else None
+        started_at = None
+        if info.get("boot_id") == self._boot_id:  # the boot time is by the wall clock
+            started_at = self.context.clock.from_wall(self._boot_time + info["start_ticks"] / _TICKS)
         return Machine(
             name=directory.name,
             machinetype=info["machinetype"],

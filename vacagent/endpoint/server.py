@@ -80,7 +80,11 @@ class EndpointServer:
             raise ConfigError(f"{self.settings.config_file}: endpoint.port: cannot listen on "
                               f"{self.settings.listen}:{self.settings.port}: {reason}") from e
         now = self.clock.now()
-        uptime.record_up(self.state_dir, now, self.public_url, f"{self.settings.listen}:{self.port}")
+        try:
+            uptime.record_up(self.state_dir, now, self.public_url, f"{self.settings.listen}:{self.port}")
+        except OSError as e:  # a full disk must not keep machines from reporting
+            log.error("cannot record when the endpoint came up", file=self.state_dir / uptime.FILE, why=e.strerror,
+                      then="heartbeats are counted without the grace of this start")
         log.info("endpoint listening", listen=f"{self.settings.listen}:{self.port}", url=self.public_url,
                  tls=bool(context) or None)
 

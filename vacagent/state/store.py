@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from vacagent import apel as apel_records
 from vacagent import crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
@@ -122,6 +123,24 @@ def accounting_line(site: str, record: MachineRecord, outcome: Outcome, closing:
         "cause": outcome.cause,
         "closing": closing,
     }
+
+
+def _write_apel(spec: dict[str, Any]) -> None:
+    """Exactly once, though ssmsend deletes what it sends: staged, archived, then published by a rename.
+
+    Before the archive copy exists nothing was published (stage again); once it exists, a staged copy
+    still there is not yet published (rename it), and none means it was."""
+    archive, outgoing = Path(spec["archive"]), spec.get("outgoing")
+    staging = Path(spec["staging"]) if outgoing else None
+    if not archive.exists():
+        if staging is not None:
+            write_text(staging, spec["text"])
+        write_text(archive, spec["text"])
+        crashpoints.reached("after_apel_archive")
+    if staging is not None and staging.exists():
+        Path(outgoing).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, outgoing)
+        crashpoints.reached("after_apel_outgoing")
 
 
 def _has_closing(path: Path, closing: str) -> bool:
@@ -235,11 +254,25 @@ class SpaceStore:
         self._claim()
         tmp = f"{self._machines_prefix}.{record.name}.intent"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._build_intent(tmp, record, files or {})
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: leave no half-built directory behind
+            raise
+        # The whole directory appears at once: a reader never sees a machine
+        # without its record.  rename() refuses to replace a non-empty directory.
+        with self._writing():
+            os.rename(tmp, path)
+        self._cached(record)
+        return path
+
+    @staticmethod
+    def _build_intent(tmp: str, record: MachineRecord, files: dict[str, str]) -> None:
         made = {""}
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
             os.makedirs(os.path.join(tmp, sub))
             made.add(sub)
-        for relative, text in (files or {}).items():
+        for relative, text in files.items():
             parent = os.path.dirname(relative)
             if parent not in made:
                 os.makedirs(os.path.join(tmp, parent), exist_ok=True)
@@ -247,12 +280,6 @@ class SpaceStore:
             with open(os.path.join(tmp, relative), "w") as f:
                 f.write(text)
         write_json(Path(tmp) / "machine.json", record_to_json(record))
-        # The whole directory appears at once: a reader never sees a machine
-        # without its record.  rename() refuses to replace a non-empty directory.
-        with self._writing():
-            os.rename(tmp, path)
-        self._cached(record)
-        return path
 
     def save(self, record: MachineRecord) -> None:
         self._claim()
@@ -302,9 +329,11 @@ class SpaceStore:
             f.write(message + "\n")
         return True
 
-    def close(self, record: MachineRecord, outcome: Outcome, now: float, fizzle_seconds: float = 0.0) -> dict[str, Any]:
+    def close(self, record: MachineRecord, outcome: Outcome, now: float, fizzle_seconds: float = 0.0,
+              apel: tuple[str, apel_records.ApelSettings] | None = None) -> dict[str, Any]:
         """Close a record: move the machine's directory to finished/ and write its accounting line
-        (with the machine's ledger, docs/ledger.md).
+        (with the machine's ledger, docs/ledger.md), and its APEL record if `apel` gives one
+        (the text, the space's settings).
 
         Exactly once, whatever crash or full disk interrupts it: the whole
         close is first journaled in `closing/<name>.json` (the finished
@@ -327,6 +356,8 @@ class SpaceStore:
                      **ledger.accounting_fields(ledger.closed_life(record, outcome, now, job_seconds, fizzle_seconds),
                                                 now)},
         }
+        if apel is not None:
+            journal["apel"] = {"text": apel[0], **apel_records.placement(apel[1], self.state_dir, now, closing)}
         self._claim()
         with self._writing():
             write_json(self.closing_dir / f"{record.name}.json", journal)
@@ -336,14 +367,12 @@ class SpaceStore:
         self._complete(record.name, journal, recovering=False)
         return journal["line"]
 
-    def finish_closes(self) -> list[dict[str, Any]]:
-        """Complete the closes a crash or an error interrupted; returns their accounting lines."""
-        done = []
+    def finish_closes(self) -> Iterator[dict[str, Any]]:
+        """Complete the closes a crash or an error interrupted; yields their accounting lines."""
         for name in self._closing():
             journal = read_json(self.closing_dir / f"{name}.json")
             self._complete(name, journal, recovering=True)
-            done.append(journal["line"])
-        return done
+            yield journal["line"]
 
     def _closing(self) -> list[str]:
         """Names of the machines whose close is journaled and not yet complete."""
@@ -366,6 +395,8 @@ class SpaceStore:
         if not (recovering and _has_closing(path, closing)):
             append_line(path, journal["line"], crash_point="mid_append")
         crashpoints.reached("after_accounting")
+        if journal.get("apel"):
+            _write_apel(journal["apel"])
         os.unlink(self.closing_dir / f"{name}.json")
 
     def prune_finished(self, now: float, retention_days: float) -> int:
