@@ -5,6 +5,7 @@
     python benchmarks/seeds.py --seeds 3 bursty steady  # fewer seeds, some scenarios
     python benchmarks/seeds.py --cache /tmp/vcycle      # keep (and reuse) the second policy's figures
     python benchmarks/seeds.py path/to/scenario.json    # a scenario file that is not shipped
+    python benchmarks/seeds.py --demand                 # the projects also publish the demand hint
 
 For each scenario and seed it runs both policies (and the oracle, which
 demand served is measured against) on the same jobs and prints one
@@ -29,6 +30,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from vacagent.sim import scenario as scenarios
@@ -61,8 +63,15 @@ def minutes(s: float | None) -> str:
     return "-" if s is None else f"{s / 60:.1f}"
 
 
-def run(name: str, seed: int, a: str, b: str, cache: Path | None) -> tuple[dict, dict, dict]:
+def with_demand(scenario):
+    """The scenario with every project's machines also reporting `demand` (the demand hint)."""
+    return replace(scenario, projects=tuple(replace(p, reports=p.reports | {"demand"}) for p in scenario.projects))
+
+
+def run(name: str, seed: int, a: str, b: str, cache: Path | None, demand: bool = False) -> tuple[dict, dict, dict]:
     scenario = scenarios.load(name, seed)
+    if demand:
+        scenario = with_demand(scenario)  # Vcycle reads no report: its cached figures still hold
     cached = cache / f"{scenario.name}-{seed}-{b}.json" if cache else None
     if cached is not None and cached.is_file():
         saved = json.loads(cached.read_text())
@@ -84,9 +93,10 @@ def header(a: str, b: str) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
 
-def row(name: str, seed: int, a: str, b: str, cache: Path | None, label: str | None = None) -> dict:
+def row(name: str, seed: int, a: str, b: str, cache: Path | None, label: str | None = None,
+        demand: bool = False) -> dict:
     """Run one scenario and seed, print its Markdown row, return its figures."""
-    x, y, oracle = run(name, seed, a, b, cache)
+    x, y, oracle = run(name, seed, a, b, cache, demand)
     missed = misses(x, y)
     of_oracle = x["useful_fraction"] / oracle["useful_fraction"]
     print(
@@ -115,16 +125,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=list(scenarios.shipped()))
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--from-seed", type=int, default=1, help="start at this seed (to resume a run)")
     parser.add_argument("--policies", default="vacagent,vcycle")
     parser.add_argument("--cache", type=Path, help="directory keeping the second policy's figures")
     parser.add_argument("--json", type=Path, help="also write every row's figures here")
+    parser.add_argument("--demand", action="store_true", help="every project's machines also report demand")
     args = parser.parse_args()
     a, b = args.policies.split(",")
     header(a, b)
     rows, started = [], time.monotonic()
-    for name in args.names:
-        for seed in range(1, args.seeds + 1):
-            rows.append(row(name, seed, a, b, args.cache))
+    for seed in range(args.from_seed, args.seeds + 1):  # seed by seed: an interrupted run still covers every scenario
+        for name in args.names:
+            rows.append(row(name, seed, a, b, args.cache, demand=args.demand))
     summary(rows, started, args.json)
     return 0
 

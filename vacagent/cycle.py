@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import filelock
 
-from vacagent import definitions, ledger, planner
+from vacagent import definitions, demand, ledger, planner
 from vacagent.actuate import Actuator
 from vacagent.backends import registry
 from vacagent.backends.base import Backend, BackendContext
@@ -54,6 +54,7 @@ class Space:
     retention_days: float
     decisions_max_bytes: int
     problems: dict[str, str] = field(default_factory=dict)  # reported definition problems
+    demand_problems: dict[str, str] = field(default_factory=dict)  # reported demand_url problems
     disk_full: bool = False  # did the last cycle find the state directory full? (reported once per change)
     # The decision function: the daemon always uses planner.plan; the
     # simulator swaps in baseline policies with the same signature.
@@ -130,6 +131,14 @@ def _report_problems(space: Space, errors: dict[str, str], warnings: tuple[str, 
     space.problems = current
 
 
+def _report_demand(space: Space, problems: dict[str, str]) -> None:
+    """Report a demand_url that cannot be read when it starts failing or its reason changes."""
+    for name, message in problems.items():
+        if space.demand_problems.get(name) != message:
+            space.actuator.reporter.definition_problem(space.name, f"{name} demand_url", message, warning=True)
+    space.demand_problems = problems
+
+
 def run_once(space: Space, now: float) -> dict[str, Any]:
     """Run one cycle; returns the decision record it appended."""
     lock = filelock.FileLock(str(space.store.root / "cycle.lock"), mode=FILE_MODE)
@@ -153,6 +162,8 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         for line in store.finish_closes():  # a crash or a full disk interrupted these closes
             space.actuator.reporter.machine_closed(space.name, line)
     machinetypes, held, definition_errors = _machinetypes(space, now)
+    machinetypes, demand_problems = demand.apply(machinetypes, space.actuator.fetcher, now)
+    _report_demand(space, demand_problems)
 
     listing = space.backend.list_machines()
     machines = {m.name: m for m in listing}

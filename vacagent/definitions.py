@@ -209,7 +209,7 @@ class _Entry:
 
 
 def _location_key(key: str) -> bool:
-    return key == "user_data" or key.startswith("user_data_file_")
+    return key in ("user_data", "demand_url") or key.startswith("user_data_file_")
 
 
 def _merge_pipe(pipe: PipeSettings, entries: list[dict], taken: set[str],

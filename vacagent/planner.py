@@ -6,13 +6,30 @@ feedback states and `now`, and returns a `Plan` plus the new feedback states.
 function.  Its first half, `lifecycle(...)` (which machines to delete and
 close), is shared with the simulator's baseline policies.
 
+Evidence first (`_feedback`): aborts, machines past `fizzle_seconds` and
+machines reporting a job started (`jobs_started`), in time order, move each
+machinetype's backoff state (`backoff`).  Then creation (`_creations`),
+per machinetype, by these rules, each naming itself first in `Plan.held`:
+
+- `backoff`: none while the backoff lasts (a fresh `demand` report of
+  waiting jobs lifts a backoff after `300`);
+- `looking`: none while a machine of it is up and reports 0 jobs started;
+- `demand`: no more than a fresh `demand` report's waiting jobs, less the
+  machines starting;
+- `probe`/`one probe`: after a backoff, one machine until one shows success;
+- `ramp`: a machinetype whose machines report `jobs_started` creates its
+  `FeedbackState.ramp` machines, doubling each cycle it uses them; after
+  any abort it starts again from one (a fresh one spends the budget first).
+
 Creation, in processors, never exceeds the space's `processors_limit`,
 `max_machines`, the machinetype's own `processors_limit` and
-`max_starting_processors`, nor the cycle's creation budget (default 10% of
-`processors_limit`, but always at least one machine).  Among the machinetypes
-that may still create, the one with the lowest processors-in-use /
-target_share goes first.  Every machinetype that ends the cycle without
-creating (more) carries the reason in `Plan.held`.
+`max_starting_processors`, nor the cycle's creation budget
+(`creation_budget_processors`; when not configured, 10% of
+`processors_limit`, always at least one machine, for machinetypes that
+neither ramp nor have a demand report).  Among the machinetypes that may
+still create, the one with the lowest processors-in-use / target_share goes
+first.  Every machinetype that ends the cycle without creating (more)
+carries the reason in `Plan.held`.
 
 Machines being deleted still count against the limits until the backend
 stops listing them: clouds hold their quota until then.
@@ -43,6 +60,7 @@ from vacagent.model import (
 
 _NOT_YET_RUNNING = frozenset({MachineState.STARTING, MachineState.UNKNOWN})
 DEMAND_FRESH_SECONDS = 600  # a demand report older than this is ignored
+DEMAND_HINT = "demand_hint"  # MachineType.extra key: (time, jobs waiting, where), from its demand_url (`demand`)
 _FIZZLE, _FOUND = object(), object()  # kinds of success evidence
 
 
@@ -232,6 +250,13 @@ def _creations(
             best = hints.get(v.machinetype)
             if best is None or v.demand_at > best[0]:
                 hints[v.machinetype] = (v.demand_at, v.demand, v.name)
+
+    for name, mt in machinetypes.items():
+        published = mt.extra.get(DEMAND_HINT)
+        if published is not None and now - published[0] <= DEMAND_FRESH_SECONDS:
+            best = hints.get(name)
+            if best is None or published[0] > best[0]:
+                hints[name] = published
 
     ramps: dict[str, int] = {}
     allowance: dict[str, int | None] = {}  # None: no limit from feedback

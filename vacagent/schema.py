@@ -39,6 +39,7 @@ MACHINETYPE_PROPERTIES: dict[str, Any] = {
     "hs06_per_processor": {"type": "number", "exclusiveMinimum": 0},
     "disk_gb_per_processor": {"type": "number", "minimum": 0},
     "user_data": {"type": "string", "minLength": 1},
+    "demand_url": {"type": "string", "minLength": 1},  # a JSON demand hint: docs/machine-protocol.md
     "root_image": {"type": "string", "minLength": 1},
     "machine_model": {"type": "string"},
     "accounting_fqan": {"type": "string"},
@@ -93,7 +94,7 @@ PATH_OPTIONS = frozenset({"kubeconfig"})
 
 PATH_KEYS = frozenset(
     {"user_data", "root_image", "root_public_key", "user_data_proxy_cert", "user_data_proxy_key",
-     "remote_joboutputs_cert", "remote_joboutputs_key"}
+     "remote_joboutputs_cert", "remote_joboutputs_key", "demand_url"}
 )
 
 MACHINETYPE_SCHEMA: dict[str, Any] = {
