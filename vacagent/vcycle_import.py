@@ -70,7 +70,7 @@ class Importer:
     def _space_options(self, section: Section, node: Node, ctx: Context) -> None:
         options = Node()
         backend_names = opts.BACKEND_OPTIONS[ctx.backend]
-        auth: dict[str, str] = {}
+        auth: dict[str, tuple[str, str]] = {}  # clouds.yaml auth key -> (value, Vcycle option)
         secrets: dict[str, str] = {}
         secret_names = opts.OPENSTACK_SECRETS if ctx.backend == "openstack" else opts.EC2_SECRETS
         for option, item in section.options.items():
@@ -91,9 +91,9 @@ class Importer:
             elif option == "gocdb_sitename":
                 self._gocdb(item.value, node)
             elif ctx.backend == "openstack" and option in opts.OPENSTACK_AUTH:
-                auth[opts.OPENSTACK_AUTH[option]] = item.value.strip()
+                auth[opts.OPENSTACK_AUTH[option]] = (item.value.strip(), option)
             elif ctx.backend == "openstack" and option == "domain_name":
-                auth["user_domain_name"] = auth["project_domain_name"] = item.value.strip()
+                auth["user_domain_name"] = auth["project_domain_name"] = (item.value.strip(), option)
             elif option in secret_names:
                 secrets[secret_names[option]] = option
             elif option in backend_names:
@@ -121,7 +121,7 @@ class Importer:
         else:
             node.note(f"gocdb_sitename = {value}: not carried over: this vacagent writes no APEL records")
 
-    def _openstack_auth(self, section: Section, ctx: Context, options: Node, auth: dict[str, str],
+    def _openstack_auth(self, section: Section, ctx: Context, options: Node, auth: dict[str, tuple[str, str]],
                         secrets: dict[str, str]) -> None:
         if not auth and not secrets:
             options.note("No identity options in Vcycle's section: set `cloud` (a name in clouds.yaml) or `auth` "
@@ -129,11 +129,11 @@ class Importer:
             return
         clouds = self.secrets_dir / "clouds.yaml"
         if "password" in secrets and "user_domain_name" not in auth:
-            auth["user_domain_id"] = auth["project_domain_id"] = "default"  # Vcycle's default domain
-        if auth.get("auth_url", "").rstrip("/").endswith("v2.0"):
+            auth["user_domain_id"] = auth["project_domain_id"] = ("default", "Vcycle's default domain")
+        if auth.get("auth_url", ("", ""))[0].rstrip("/").endswith("v2.0"):
             options.note("Vcycle's url names Keystone v2.0, which current clouds no longer serve: the SDK "
                          "discovers the version from the auth_url's root (drop the /v2.0 if it fails)")
-        lines = [f"  {ctx.name}:", "    auth:"] + [f"      {k}: {v}" for k, v in auth.items()]
+        lines = [f"  {ctx.name}:", "    auth:"] + [f"      {k}: {v}  # {why}" for k, (v, why) in auth.items()]
         lines += [f"      {k}: <the {option} of [{section.title}], {'base64-decoded' if 'base64' in option else 'as is'}>"
                   for k, option in secrets.items()]
         if "application_credential_secret" in secrets:
@@ -287,9 +287,9 @@ class Importer:
                      "tls_key and listen on 0.0.0.0")
         endpoint.set("port", 8450)
         url = f"https://{host or self.default_host}" + ("" if port == "443" else f":{port}")
-        endpoint.set("public_url", url, f"The base URL machines reach the endpoint at: https_host/https_port of "
-                     f"{host_where.split(': [')[0]}" if host else "The base URL machines reach the endpoint at: "
-                     "Vcycle's default https_host, the host it ran on (this one)")
+        given = [f"{k} = {v} ({where.split(': [')[0]})" for k, (v, where) in sorted(self.endpoint.items())]
+        endpoint.set("public_url", url, "The base URL machines reach the endpoint at" + (
+            ":" if host else ": Vcycle's default https_host, the host it ran on (this one)"), *given)
 
 
 def import_vcycle(sections: list[Section], files: list[str], site: str, default_host: str,

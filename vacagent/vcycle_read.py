@@ -71,9 +71,14 @@ def _parse(path: Path) -> configparser.RawConfigParser:
         raise ConfigError(f"{path}: cannot read: {reason}") from e
     try:
         parser.read_string(text, source=str(path))
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(f"{path}: not a Vcycle configuration file: line {e.lineno}: an option before any "
+                          f"[section]: {e.line.strip()!r}") from e
+    except configparser.ParsingError as e:
+        lines = "; ".join(f"line {n}: cannot parse {text.replace(chr(92) + 'n', '')}" for n, text in e.errors)
+        raise ConfigError(f"{path}: not a Vcycle configuration file: {lines}") from e
     except configparser.Error as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{path}: not a Vcycle configuration file: {first}") from e
+        raise ConfigError(f"{path}: not a Vcycle configuration file: {str(e).splitlines()[0]}") from e
     return parser
 
 
