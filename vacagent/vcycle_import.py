@@ -256,7 +256,9 @@ class Importer:
                   "vacagent host). Reference: docs/configuration.md, docs/operations.md (Moving from Vcycle).",
                   f"Relative paths of Vcycle machinetype sections were made absolute under "
                   f"{self.vcycle_dir}/{opts.FILES_DIR.format(space='SPACE', machinetype='MACHINETYPE')}, "
-                  "as Vcycle reads them."]
+                  "as Vcycle reads them.",
+                  "Vcycle weighted target shares by hs06_per_processor; vacagent's shares count processors: "
+                  "scale target_share by hs06_per_processor where machinetypes' processors differ in power."]
         return render(out, header)
 
     @staticmethod

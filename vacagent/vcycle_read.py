@@ -75,6 +75,7 @@ def _parse(path: Path) -> configparser.RawConfigParser:
         raise ConfigError(f"{path}: not a Vcycle configuration file: line {e.lineno}: an option before any "
                           f"[section]: {e.line.strip()!r}") from e
     except configparser.ParsingError as e:
+        # ConfigParser gives each bad line as its repr, newline included.
         lines = "; ".join(f"line {n}: cannot parse {text.replace(chr(92) + 'n', '')}" for n, text in e.errors)
         raise ConfigError(f"{path}: not a Vcycle configuration file: {lines}") from e
     except configparser.Error as e:
