@@ -1,6 +1,6 @@
 """`vacagent import-vcycle`: Vcycle's configuration in, a vacagent configuration that validates out.
 
-Every option of the manual page (tests/../shared fixtures: vcycle.conf.5) is given
+Every option of the manual page (tests/fixtures/vcycle/vcycle.conf.5) is given
 in a configuration of our own and must come out as a key or as a comment; the
 output must pass `vacagent validate --offline`; credentials never appear in it.
 """
@@ -15,9 +15,7 @@ import yaml
 from vacagent import cli
 from vacagent.backends.registry import BACKENDS
 
-FIXTURES = Path("/work/shared/fixtures/vcycle")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).parent / "fixtures" / "vcycle"
+FIXTURES = Path(__file__).parent / "fixtures" / "vcycle"  # Vcycle's own files, unchanged (README there)
 EXAMPLE = FIXTURES / "example.vcycle.conf"
 MANUAL = FIXTURES / "vcycle.conf.5"
 
@@ -110,10 +108,13 @@ def full(tmp_path):
     common = [o for o in options["[SPACE ...] SECTIONS"] if o != "api"]
     machinetype = [o.replace("XXX", "reporter" if "file" in o else "cvmfs_proxy")
                    for o in options["[MACHINETYPE ... ...] SECTIONS"]]
-    os_opts = [o for o in options["OPENSTACK SPACE SECTIONS"] if o != "url"]
+    os_opts = [o for o in options["OPENSTACK SPACE SECTIONS"] if o not in ("url", "cred_id", "cred_secret")]
     ec2 = [o for o in options["EC2 SPACE SECTIONS"] if o != "url"]
     text = (_section("space os.lab.example.org", ["api", "url", *common, *os_opts], {"api": "openstack"})
             + _section("machinetype os.lab.example.org alice", machinetype)
+            + _section("space appcred.lab.example.org", ["url", "cred_id", "cred_secret", "username",
+                                                         "processors_limit"], {"api": "openstack"})
+            + _section("machinetype appcred.lab.example.org one", ["target_share"], {"user_data": "/etc/hosts"})
             + _section("space aws.lab.example.org", ["url", "processors_limit", *ec2], {"api": "ec2"})
             + _section("machinetype aws.lab.example.org burst", ["target_share", "root_image", "user_data",
                                                                  "flavor_names", "processors_per_machine"],
@@ -150,7 +151,12 @@ def test_every_option_of_the_manual_is_carried_over_or_commented(capsys, tmp_pat
             assert re.search(rf"(^\s*{name}:|#.*\b{name} = |#\s+{name}:|# {name}$|<the {name} of)", text, re.M), (heading, name)
     doc = yaml.safe_load(text)
     spaces = doc["spaces"]
-    assert set(spaces) == {"os-lab-example-org", "aws-lab-example-org", "gcp-lab-example-org"}
+    assert set(spaces) == {"os-lab-example-org", "appcred-lab-example-org", "aws-lab-example-org",
+                           "gcp-lab-example-org"}
+    appcred = text[text.index("appcred-lab-example-org:"):text.index("cloud: appcred-lab-example-org")]
+    assert "application_credential_id: cred_id-value" in appcred and "auth_type: v3applicationcredential" in appcred
+    assert "username" not in appcred.split("clouds:")[1]
+    assert "# username: not carried over: the application credential (cred_id, cred_secret) is used" in text
     os_space = spaces["os-lab-example-org"]
     assert os_space["options"]["availability_zones"] == ["zones-value"]
     assert os_space["options"]["network"] == "network_uuid-value" and os_space["processors_limit"] == 16
@@ -231,6 +237,8 @@ def test_a_directory_is_read_in_name_order_and_later_values_win(capsys, tmp_path
      "vcycle.conf: [vacuum_pipe s.x lhcb] target_share: 'half' is not a number"),
     ("[machinetype s.x]\ntarget_share = 1\n", "vcycle.conf: [machinetype s.x]: a machinetype section takes 2 name(s)"),
     ("[space S_X]\napi = ec2\n", "vcycle.conf: [space s_x]: space name 's_x' must be"),
+    ("[space a.b]\napi = ec2\n[space a-b]\napi = ec2\n",
+     "vcycle.conf: [space a-b]: space name 'a-b' becomes 'a-b' (vacagent names have no periods), as another"),
     ("api = ec2\n", "vcycle.conf: not a Vcycle configuration file: line 1: an option before any [section]"),
     ("[space s.x]\napi\n", "vcycle.conf: not a Vcycle configuration file: line 2: cannot parse 'api'"),
 ])
@@ -266,3 +274,10 @@ def test_offline_validation_touches_no_network_and_says_what_it_left(capsys, tmp
     assert "far-* (overrides): user_data: /nonexistent/ud: cannot read" in out
     assert "not checked: space lab: pipe far: https://unreachable.invalid/p.pipe (remote: not fetched" in out
     assert "configuration INVALID (offline)" in out
+
+
+def test_offline_validation_of_a_pipe(capsys):
+    assert cli.main(["validate", "--offline", str(Path(__file__).parent / "fixtures" / "example.pipe")]) == 0
+    assert "ok pipe-prod" in capsys.readouterr().out
+    assert cli.main(["validate", "--offline", "https://unreachable.invalid/x.pipe"]) == 0
+    assert "not checked: https://unreachable.invalid/x.pipe (remote: not fetched)" in capsys.readouterr().out

@@ -227,6 +227,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         fetcher = offline.LocalOnlyFetcher(Path(cache)) if args.offline else Fetcher(Path(cache))
         if args.pipe:
             source = config.resolve_location(args.pipe, Path.cwd())
+            if args.offline and "://" in source:
+                print(f"not checked: {source} (remote: not fetched)")
+                return 0
             space = SpaceSettings(
                 name="validate", backend="none", options={}, limits=SpaceLimits(1),
                 pipes=(PipeSettings(source=source, prefix=args.prefix, config_file="(command line)"),),

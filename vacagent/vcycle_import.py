@@ -58,6 +58,10 @@ class Importer:
                      f"backend (known: {', '.join(sorted(opts.API_BACKENDS))}); its machinetypes and pipes are "
                      "left out too")
             return None
+        if name in out.child("spaces").items:
+            self.fail(f"{section.where()}: space name {vname!r} becomes {name!r} (vacagent names have no periods), "
+                      "as another space's does: rename one")
+            return None
         node = out.child("spaces").child(name, f"From [{section.title}] in {', '.join(section.files)}" +
                                          (f" (vacagent space names have no periods: {vname} -> {name})"
                                           if name != vname else ""))
@@ -128,6 +132,15 @@ class Importer:
                          "(docs/backends/openstack.md)")
             return
         clouds = self.secrets_dir / "clouds.yaml"
+        if "application_credential_id" in auth or "application_credential_secret" in secrets:
+            # An application credential names its own user and project: keystone refuses them beside it.
+            left = sorted(v[1] for k, v in auth.items() if k not in ("auth_url", "application_credential_id"))
+            left += sorted(option for option in secrets.values() if option != "cred_secret")
+            auth = {k: v for k, v in auth.items() if k in ("auth_url", "application_credential_id")}
+            secrets = {k: v for k, v in secrets.items() if k == "application_credential_secret"}
+            if left:
+                options.note(f"{', '.join(left)}: not carried over: the application credential (cred_id, "
+                             "cred_secret) is used, and it names its own user and project")
         if "password" in secrets and "user_domain_name" not in auth:
             auth["user_domain_id"] = auth["project_domain_id"] = ("default", "Vcycle's default domain")
         if auth.get("auth_url", ("", ""))[0].rstrip("/").endswith("v2.0"):
