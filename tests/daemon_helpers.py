@@ -33,6 +33,7 @@ spaces:
     intent_grace_seconds: {intent_grace}
     shutdown_grace_seconds: 1
     delete_retry_seconds: 2
+    apel: {{gocdb_sitename: TEST-SITE}}
     machinetypes:
       churn:
         user_data: churn.sh
@@ -149,7 +150,28 @@ def faults(site: str, state_dir: Path, intent_grace: float, space: str = "lab") 
         "unknown": sorted(set(names) - set(finished)),
         "stale": sorted(stale),
         "half_closed": sorted(p.name for p in (state_dir / "spaces" / space / "closing").glob("*.json")),
+        **apel_faults(state_dir, [line for line in lines if line["started"] is not None]),
     }
+
+
+def apel_records(directory: Path) -> list[dict[str, str]]:
+    """Every APEL record under an outgoing or archive directory (dirq layout), as field -> value."""
+    records = []
+    for path in sorted(directory.glob("[0-9]*/[0-9a-f]*")):
+        text = path.read_text()
+        assert text.startswith("APEL-individual-job-message: v0.3\n") and text.endswith("%%\n"), path
+        records.append(dict(line.split(": ", 1) for line in text.splitlines()[1:-1]))
+    return records
+
+
+def apel_faults(state_dir: Path, ran: list[dict]) -> dict[str, list]:
+    """APEL: a record of a machine twice in a directory, or a machine that ran with none."""
+    out = {}
+    for kind in ("outgoing", "archive"):
+        ids = [r["LocalJobId"] for r in apel_records(state_dir / f"apel-{kind}")]
+        out[f"apel_{kind}_duplicates"] = sorted({i for i in ids if ids.count(i) > 1})
+        out[f"apel_{kind}_missing"] = sorted({line["machine"] for line in ran} - set(ids))
+    return out
 
 
 def machine_json(state_dir: Path, name: str, space: str = "lab") -> dict:

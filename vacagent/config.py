@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from vacagent.apel import ApelSettings
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
 from vacagent.schema import CONFIG_SCHEMA, PATH_OPTIONS, violations
@@ -47,6 +48,7 @@ class SpaceSettings:
     pipes: tuple[PipeSettings, ...] = ()
     machinetypes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # inline definitions
     intent_grace_seconds: int = 300  # a created machine must be listed within this time
+    apel: ApelSettings | None = None  # write APEL accounting records (no section: none)
     config_file: str = ""
 
 
@@ -133,6 +135,11 @@ def _resolve_paths(definition: Mapping[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
+def _apel(raw: Mapping[str, Any], base: Path) -> ApelSettings:
+    directories = {key: str(base / raw[key]) for key in ("outgoing", "archive") if key in raw}
+    return ApelSettings(gocdb_sitename=raw.get("gocdb_sitename"), **directories)
+
+
 def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     base = path.parent
     limit = raw.get("processors_limit")
@@ -178,6 +185,7 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
         pipes=tuple(pipes),
         machinetypes=inline,
         intent_grace_seconds=raw.get("intent_grace_seconds", 300),
+        apel=_apel(raw["apel"], base) if "apel" in raw else None,
         config_file=str(path),
     )
 

@@ -129,6 +129,15 @@ SPACE_SCHEMA: dict[str, Any] = {
         "shutdown_grace_seconds": _seconds,
         "delete_retry_seconds": _positive,
         "intent_grace_seconds": _positive,
+        "apel": {  # APEL accounting records (vacagent.apel, docs/accounting.md)
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "gocdb_sitename": {"type": "string", "minLength": 1},
+                "outgoing": {"type": "string", "minLength": 1},
+                "archive": {"type": "string", "minLength": 1},
+            },
+        },
         "pipes": {
             "type": "array",
             "items": {
