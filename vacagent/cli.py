@@ -266,7 +266,7 @@ def cmd_import_vcycle(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     clock = SystemClock()
     failed = 0
     for space_settings in settings.spaces.values():
@@ -308,10 +308,11 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        level = config.load(args.config).log_level
+        settings = config.load(args.config)
+        level, form = settings.log_level, settings.log_format
     except ConfigError:
-        level = "info"  # the daemon reports the error itself
-    logs.setup(level)
+        level, form = "info", "kv"  # the daemon reports the error itself
+    logs.setup(level, form)
     return Daemon(args.config).run()
 
 

@@ -17,7 +17,8 @@ import re
 API_BACKENDS = {"openstack": "openstack", "ec2": "ec2", "google": "gce", "gce": "gce"}
 
 # Option names whose values are credentials: never written out, whatever the section.
-SECRET_OPTION = re.compile(r"pass|secret|token|cred|private|(^|_)key($|_)|access_key|proxy_(cert|key)", re.I)
+SECRET_OPTION = re.compile(r"pass|secret|token|cred|private|client_email|(^|_)key($|_)|access_key|proxy_(cert|key)",
+                           re.I)
 
 # Space options vacagent reads under the same or another name, whatever the backend.
 SPACE_LIMITS = {"processors_limit": "processors_limit", "max_processors": "processors_limit",
