@@ -136,3 +136,18 @@ def test_example_kubernetes_space_is_valid_once_uncommented(tmp_path):
     space = s.spaces["lab-k8s"]
     assert space.backend == "kubernetes" and space.options["namespace"] == "vacagent"
     assert space.pipes[0].overrides["pod_overrides"] == {"nodeSelector": {"pool": "batch"}}
+
+
+
+@pytest.mark.parametrize("space,backend,key,value", [
+    ("aws-london", "ec2", "region", "eu-west-2"),
+    ("gcp-london", "gce", "zones", ["europe-west2-a", "europe-west2-b"]),
+])
+def test_example_cloud_space_is_valid_once_uncommented(space, backend, key, value, tmp_path):
+    text = (REPO / "etc" / "vacagent.example.yaml").read_text()
+    start = text.index(f"  # {space}:")
+    end = text.index("\n\n", start)
+    block = "\n".join(line.replace("  # ", "  ", 1) for line in text[start:end].splitlines())
+    s = config.load(write(tmp_path / "vacagent.yaml", text[:start] + block + "\n"))
+    assert s.spaces[space].backend == backend and s.spaces[space].options[key] == value
+    assert s.spaces[space].options["spot"] is True

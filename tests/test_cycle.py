@@ -2,13 +2,14 @@
 
 import json
 import os
+import threading
 
 import pytest
 
-from vacagent import cycle
+from vacagent import cycle, daemon
 from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.backends.fake import FakeBackend
-from vacagent.clock import FakeClock
+from vacagent.clock import FakeClock, SteadyClock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import QuotaExceeded, Temporary
 from vacagent.model import MachineState, SpaceLimits
@@ -23,9 +24,9 @@ class Lab:
     """One space 's' with a fake cloud; `cycle()` runs the real cycle at the fake time."""
 
     def __init__(self, tmp_path, machinetypes=None, processors_limit=10, budget=None, boot_seconds=30,
-                 delete_seconds=0, **limits):
+                 delete_seconds=0, clock=None, **limits):
         self.tmp = tmp_path
-        self.clock = FakeClock(T0)
+        self.clock = clock or FakeClock(T0)
         script = tmp_path / "user_data.sh"
         script.write_text("#!/bin/sh\necho ##user_data_machinetype## on ##user_data_space## "
                           "q=##user_data_option_queue## ##user_data_nonsense##\n")
@@ -304,3 +305,87 @@ def test_a_machines_own_message_wins_even_when_it_comes_after_the_decision(tmp_p
     assert name in d["closed"]
     (line,) = [x for x in lab.accounting() if x["machine"] == name]
     assert line["shutdown_message"] == "200 Work done" and line["code"] == 200 and not line["aborted"]
+
+
+class Host:
+    """A host's two clocks, as a test moves them: the wall clock may step, the monotonic one only runs."""
+
+    def __init__(self):
+        self.wall, self.mono = T0, 1000.0
+
+    def run(self, seconds):
+        self.wall += seconds
+        self.mono += seconds
+
+    def steady(self, steps):
+        return SteadyClock(on_step=steps.append, wall=lambda: self.wall, mono=lambda: self.mono)
+
+
+@pytest.mark.parametrize("step", [7200, -3600])
+def test_a_wall_clock_step_deletes_no_healthy_machine_and_misstates_no_run_time(tmp_path, step):
+    script = tmp_path / "ud"
+    script.write_text("x")
+    types = {"a": {"user_data": str(script), "fizzle_seconds": 60, "heartbeat_file": "heartbeat",
+                   "heartbeat_seconds": 100, "max_wallclock_seconds": 3000}}
+    host, steps = Host(), []
+    clock = host.steady(steps)
+    lab = Lab(tmp_path, machinetypes=types, budget=1, processors_limit=1, boot_seconds=0, clock=clock)
+    lab.clock.advance = host.run  # Lab.cycle(seconds): the host's time runs
+    lab.cycle()
+    (name,) = lab.live()
+    hb = lab.space.store.machine_dir(name) / "joboutputs" / "heartbeat"
+    for i in range(10):  # the endpoint stamps each heartbeat with the daemon's clock
+        if i == 3:
+            host.wall += step  # mid-run, the wall clock steps
+        hb.write_text("")
+        os.utime(hb, (clock.now(), clock.now()))
+        d = lab.cycle(59)
+        assert d["deleted"] == [], f"deleted after a wall clock step of {step} s"
+    assert len(steps) == 1 and abs(steps[0] - step) < 1  # seen, and said once
+    lab.backend.stop(name, "200 Done")
+    lab.cycle(1)
+    lab.cycle(1)
+    (line,) = [x for x in lab.accounting() if x["machine"] == name]
+    assert abs(line["ran_seconds"] - 591) < 591 * 0.02  # ran 591 s, whatever the step (slew at most 1%)
+
+
+def test_steady_clock_follows_small_corrections_and_slews_after_a_step():
+    host, steps = Host(), []
+    clock = host.steady(steps)
+    host.run(10)
+    host.wall += 2  # within tolerance: followed
+    assert clock.now() == T0 + 12
+    host.wall -= 3600
+    host.run(100)
+    assert clock.now() == pytest.approx(T0 + 112 - 1)  # slewed by 1% of 100 s, never jumped
+    host.run(100)
+    clock.now()
+    assert len(steps) == 1 and steps[0] == -3600
+    assert clock.monotonic() == host.mono
+    assert clock.from_wall(host.wall) == pytest.approx(clock.now())
+
+
+def test_the_loop_sleeps_by_the_monotonic_clock_when_the_wall_clock_steps_back(tmp_path):
+    host = Host()
+    clock = SystemClock()  # the plain wall clock: the loop must not time its cycles by it
+    clock.now, clock.monotonic = (lambda: host.wall), (lambda: host.mono)
+    lab = Lab(tmp_path, budget=1, clock=clock)
+    stop = threading.Event()
+    slept = []
+
+    def sleep(seconds, until=None):
+        slept.append(seconds)
+        host.run(seconds)
+        stop.set()
+
+    clock.sleep = sleep
+    original = lab.backend.list_machines
+
+    def slow_listing():  # the cycle takes 2 s, during which the wall clock steps back an hour
+        host.run(2)
+        host.wall -= 3600
+        return original()
+
+    lab.backend.list_machines = slow_listing
+    daemon.SpaceLoop(lab.space, 30, clock, stop).run()
+    assert slept == [pytest.approx(28)]

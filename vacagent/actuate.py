@@ -27,7 +27,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping
 
-from vacagent import __version__, backoff, crashpoints, errors, features, tokens, userdata
+from vacagent import __version__, apel, backoff, crashpoints, errors, features, tokens, userdata
 from vacagent.backends.base import Backend, CreateRequest
 from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
@@ -60,6 +60,7 @@ class Actuator:
     reporter: Reporter
     endpoint_url: str | None = None  # base URL of the endpoint machines report to; None: local paths
     manager_hostname: str = field(default_factory=socket.getfqdn)
+    apel: apel.ApelSettings | None = None  # the space's APEL accounting, if it writes records
     names: Callable[[str], str] = machine_name  # machinetype -> new machine name (the simulator's are reproducible)
     unwritten: list[str] = field(default_factory=list)  # this cycle's writes a full disk refused (see `writing`)
 
@@ -79,7 +80,9 @@ class Actuator:
         fizzle = machinetype.fizzle_seconds if machinetype else 0.0
         final = outcome or record.outcome or Outcome("", None, 0.0, False, "gone", now)
         final = with_own_message(final, self.store.outputs(record.name, None).shutdown_message, fizzle)
-        line = self.store.close(record, final, now, fizzle)
+        text = apel.record(self.space, self.manager_hostname, record, final, machinetype, self.apel) \
+            if self.apel is not None else None
+        line = self.store.close(record, final, now, fizzle, (text, self.apel) if text is not None else None)
         self.reporter.machine_closed(self.space, line)
         return line
 

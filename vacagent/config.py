@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from vacagent.apel import ApelSettings
 from vacagent.backends.registry import REPORTS_QUOTA
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
@@ -48,6 +49,7 @@ class SpaceSettings:
     pipes: tuple[PipeSettings, ...] = ()
     machinetypes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # inline definitions
     intent_grace_seconds: int = 300  # a created machine must be listed within this time
+    apel: ApelSettings | None = None  # write APEL accounting records (no section: none)
     config_file: str = ""
     # processors_limit not set, for a backend that reads its cloud's quota (registry.REPORTS_QUOTA):
     # limits.processors_limit is then 0 here, and each cycle plans within the quota read.
@@ -90,6 +92,7 @@ class Settings:
     finished_retention_days: float = 7.0
     decisions_max_bytes: int = 10_000_000
     log_level: str = "info"
+    log_format: str = "kv"  # kv: key=value lines; json: one JSON object a line (vacagent.logs)
     files: tuple[str, ...] = ()
     endpoint: EndpointSettings | None = None  # None: no endpoint; machines get local paths
 
@@ -135,6 +138,11 @@ def _resolve_paths(definition: Mapping[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(value, str) and (key == "user_data" or key.startswith("user_data_file_")):
             out[key] = resolve_location(value, base)
     return out
+
+
+def _apel(raw: Mapping[str, Any], base: Path) -> ApelSettings:
+    directories = {key: str(base / raw[key]) for key in ("outgoing", "archive") if key in raw}
+    return ApelSettings(gocdb_sitename=raw.get("gocdb_sitename"), **directories)
 
 
 def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
@@ -185,6 +193,7 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
         pipes=tuple(pipes),
         machinetypes=inline,
         intent_grace_seconds=raw.get("intent_grace_seconds", 300),
+        apel=_apel(raw["apel"], base) if "apel" in raw else None,
         config_file=str(path),
         quota_from_cloud=quota_from_cloud,
     )
@@ -271,6 +280,7 @@ def load(main: Path | str | None = None) -> Settings:
         finished_retention_days=float(merged.get("finished_retention_days", 7)),
         decisions_max_bytes=int(merged.get("decisions_max_bytes", 10_000_000)),
         log_level=merged.get("log_level", "info"),
+        log_format=merged.get("log_format", "kv"),
         files=tuple(str(p) for p in files),
         endpoint=endpoint,
     )

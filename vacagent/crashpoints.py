@@ -24,6 +24,8 @@ POINTS = {
     "after_finished": "machine directory moved to finished/, accounting line not written",
     "mid_append": "half of an accounting line written",
     "after_accounting": "accounting line written, closing journal not yet removed",
+    "after_apel_archive": "APEL record staged and archived, not yet published to outgoing",
+    "after_apel_outgoing": "APEL record published to outgoing, closing journal not yet removed",
 }
 __doc__ += "".join(f"\n- `{name}`: {what}" for name, what in POINTS.items()) + "\n"
 

@@ -90,6 +90,7 @@ def build(settings: Settings, space: SpaceSettings, reporter: Reporter, clock: C
         fetcher=Fetcher(settings.state_dir / "cache"),
         reporter=reporter,
         endpoint_url=endpoint_url or (settings.endpoint.base_url() if settings.endpoint else None),
+        apel=space.apel,
     )
     return Space(space, actuator, settings.finished_retention_days, settings.decisions_max_bytes)
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vacagent import config, cycle, logs, notify
-from vacagent.clock import Clock, SystemClock
+from vacagent.clock import SLEW, Clock, SteadyClock
 from vacagent.config import Settings
 from vacagent.endpoint.server import EndpointServer
 from vacagent.errors import ConfigError
@@ -33,6 +33,12 @@ from vacagent.metrics import Metrics, MetricsReporter
 from vacagent.report import Reporter
 
 log = logs.get("vacagent.daemon")
+
+
+def _clock_stepped(seconds: float) -> None:
+    log.warning("wall clock stepped", seconds=round(seconds, 1),
+                then=f"vacagent's time does not jump: it moves toward the wall clock by at most {SLEW:.0%} "
+                     "of the time elapsed, so no machine is judged on the step")
 
 
 class SpaceLoop(threading.Thread):
@@ -46,15 +52,15 @@ class SpaceLoop(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            started = self.clock.now()
+            started = self.clock.monotonic()  # a cycle's length, never the wall clock's steps
             try:
-                cycle.run_once(self.space, started)
+                cycle.run_once(self.space, self.clock.now())
             except cycle.SpaceBusy as e:
                 log.warning("cycle skipped", space=self.space.name, why=str(e))
             except Exception as e:  # noqa: BLE001 - the loop must go on
                 self.space.actuator.reporter.cycle_failed(self.space.name, e)
             self.cycles += 1
-            elapsed = self.clock.now() - started
+            elapsed = self.clock.monotonic() - started
             if elapsed > self.cycle_seconds:
                 log.warning("cycle overran", space=self.space.name, seconds=round(elapsed, 1),
                             cycle_seconds=self.cycle_seconds)
@@ -64,7 +70,7 @@ class SpaceLoop(threading.Thread):
 class Daemon:
     def __init__(self, config_path: Path | None, clock: Clock | None = None, reporter: Reporter | None = None):
         self.config_path = config_path
-        self.clock = clock or SystemClock()
+        self.clock = clock or SteadyClock(on_step=_clock_stepped)
         self.metrics = Metrics()
         self.reporter = reporter or MetricsReporter(self.metrics, self.clock)
         self.endpoint: EndpointServer | None = None

@@ -129,6 +129,15 @@ SPACE_SCHEMA: dict[str, Any] = {
         "shutdown_grace_seconds": _seconds,
         "delete_retry_seconds": _positive,
         "intent_grace_seconds": _positive,
+        "apel": {  # APEL accounting records (vacagent.apel, docs/accounting.md)
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "gocdb_sitename": {"type": "string", "minLength": 1},
+                "outgoing": {"type": "string", "minLength": 1},
+                "archive": {"type": "string", "minLength": 1},
+            },
+        },
         "pipes": {
             "type": "array",
             "items": {
@@ -178,6 +187,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "finished_retention_days": {"type": "number", "minimum": 0},
         "decisions_max_bytes": _positive,
         "log_level": {"enum": ["debug", "info", "warning", "error"]},
+        "log_format": {"enum": ["kv", "json"]},
         "endpoint": ENDPOINT_SCHEMA,
         "spaces": {
             "type": "object",

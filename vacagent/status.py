@@ -14,7 +14,9 @@ from typing import Any, Iterable
 from vacagent.backoff import gate
 from vacagent.config import Settings
 from vacagent.model import iso
-from vacagent.state.store import SpaceStore
+from vacagent.state.store import SpaceStore, day
+
+RECLAIM_WINDOW_DAYS = 7  # the reclaim rate counts machines closed in the last week
 
 
 def last_decisions(store: SpaceStore, count: int = 1) -> list[dict[str, Any]]:
@@ -48,6 +50,27 @@ def warnings(store: SpaceStore) -> list[str]:
     return found
 
 
+def reclaims(settings: Settings, space: str, now: float) -> dict[str, tuple[int, int]]:
+    """machinetype -> (machines closed, of which the platform reclaimed), over the accounting of the
+    last RECLAIM_WINDOW_DAYS days: how often spot capacity is taken back, per machinetype."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    first = day(now - RECLAIM_WINDOW_DAYS * 86400)
+    directory = settings.state_dir / "accounting"
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else ():
+        if path.stem < first:
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                closed = json.loads(line)
+            except ValueError:
+                continue
+            if closed.get("space") == space:
+                entry = counts[closed.get("machinetype", "")]
+                entry[0] += 1
+                entry[1] += closed.get("cause") == "reclaimed"
+    return {mt: (n, k) for mt, (n, k) in counts.items()}
+
+
 def space_status(settings: Settings, name: str, now: float) -> dict[str, Any]:
     store = SpaceStore(settings.state_dir, name, settings.site)
     try:
@@ -68,8 +91,10 @@ def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str
     by_mt: dict[str, list] = defaultdict(list)
     for record in records.values():
         by_mt[record.machinetype].append(record)
+    closed = reclaims(settings, name, now)
     for mt in names:
         feedback = store.feedback(mt)
+        finished, reclaimed = closed.get(mt, (0, 0))
         mine = by_mt.get(mt, [])
         states = Counter("deleting" if r.deleting_since else r.state for r in mine)
         machinetypes[mt] = {
@@ -81,6 +106,9 @@ def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str
             "consecutive_aborts": feedback.consecutive_aborts,
             "last_abort": feedback.last_message,
             "held": last.get("held", {}).get(mt),
+            "closed_last_week": finished,
+            "reclaimed_last_week": reclaimed,
+            "reclaim_rate": round(reclaimed / finished, 3) if finished else None,
         }
     machines = [
         {
@@ -157,6 +185,9 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
                 fb = f"probing after {info['consecutive_aborts']} abort(s)"
             else:
                 fb = "open"
+            if info.get("reclaimed_last_week"):
+                fb += (f"; reclaimed {info['reclaimed_last_week']}/{info['closed_last_week']} "
+                       f"({info['reclaim_rate']:.0%}) in {RECLAIM_WINDOW_DAYS} days")
             yield f"  {mt:<28} {info['machines']:>8} {info['processors']:>6}  {states:<32} {fb}"
         if machines and space["machines"]:
             yield f"  {'MACHINE':<40} {'STATE':<10} {'AGE':>7} {'RUNNING':>8}  BACKEND ID"

@@ -236,7 +236,7 @@ class LocalBackend:
     def _remove_if_abandoned(self, directory: Path, now: float) -> None:
         """A daemon killed between mkdir and process.json left this; its wrapper gave up."""
         try:
-            if not (directory / "process.json").exists() and now - directory.stat().st_mtime > ABANDONED_SECONDS:
+            if not (directory / "process.json").exists() and now - self.context.clock.from_wall(directory.stat().st_mtime) > ABANDONED_SECONDS:
                 shutil.rmtree(directory, ignore_errors=True)
         except FileNotFoundError:
             pass
@@ -264,7 +264,7 @@ class LocalBackend:
         stopped_at = None
         if not script_alive:
             try:
-                stopped_at = (directory / "exit_status").stat().st_mtime
+                stopped_at = self.context.clock.from_wall((directory / "exit_status").stat().st_mtime)
             except FileNotFoundError:
                 stopped_at = None
         if deleting:
@@ -275,7 +275,9 @@ class LocalBackend:
             # Leftover background processes of a finished script are cleaned
             # up by the deletion that a stopped machine gets.
             state = MachineState.STOPPED
-        started_at = self._boot_time + info["start_ticks"] / _TICKS if info.get("boot_id") == self._boot_id else None
+        started_at = None
+        if info.get("boot_id") == self._boot_id:  # the boot time is by the wall clock
+            started_at = self.context.clock.from_wall(self._boot_time + info["start_ticks"] / _TICKS)
         return Machine(
             name=directory.name,
             machinetype=info["machinetype"],

@@ -16,6 +16,8 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "local": ("vacagent.backends.local", "LocalBackend", ""),
     "fake": ("vacagent.backends.fake", "FakeBackend", ""),
     "kubernetes": ("vacagent.backends.kubernetes", "KubernetesBackend", "kubernetes"),
+    "ec2": ("vacagent.backends.ec2", "EC2Backend", "ec2"),
+    "gce": ("vacagent.backends.gce", "GCEBackend", "gce"),
     "openstack": ("vacagent.backends.openstack", "OpenStackBackend", "openstack"),
 }
 

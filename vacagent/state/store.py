@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from vacagent import apel as apel_records
 from vacagent import crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
@@ -122,6 +123,24 @@ def accounting_line(site: str, record: MachineRecord, outcome: Outcome, closing:
         "cause": outcome.cause,
         "closing": closing,
     }
+
+
+def _write_apel(spec: dict[str, Any]) -> None:
+    """Exactly once, though ssmsend deletes what it sends: staged, archived, then published by a rename.
+
+    Before the archive copy exists nothing was published (stage again); once it exists, a staged copy
+    still there is not yet published (rename it), and none means it was."""
+    archive, outgoing = Path(spec["archive"]), spec.get("outgoing")
+    staging = Path(spec["staging"]) if outgoing else None
+    if not archive.exists():
+        if staging is not None:
+            write_text(staging, spec["text"])
+        write_text(archive, spec["text"])
+        crashpoints.reached("after_apel_archive")
+    if staging is not None and staging.exists():
+        Path(outgoing).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, outgoing)
+        crashpoints.reached("after_apel_outgoing")
 
 
 def _has_closing(path: Path, closing: str) -> bool:
@@ -310,9 +329,11 @@ class SpaceStore:
             f.write(message + "\n")
         return True
 
-    def close(self, record: MachineRecord, outcome: Outcome, now: float, fizzle_seconds: float = 0.0) -> dict[str, Any]:
+    def close(self, record: MachineRecord, outcome: Outcome, now: float, fizzle_seconds: float = 0.0,
+              apel: tuple[str, apel_records.ApelSettings] | None = None) -> dict[str, Any]:
         """Close a record: move the machine's directory to finished/ and write its accounting line
-        (with the machine's ledger, docs/ledger.md).
+        (with the machine's ledger, docs/ledger.md), and its APEL record if `apel` gives one
+        (the text, the space's settings).
 
         Exactly once, whatever crash or full disk interrupts it: the whole
         close is first journaled in `closing/<name>.json` (the finished
@@ -335,6 +356,8 @@ class SpaceStore:
                      **ledger.accounting_fields(ledger.closed_life(record, outcome, now, job_seconds, fizzle_seconds),
                                                 now)},
         }
+        if apel is not None:
+            journal["apel"] = {"text": apel[0], **apel_records.placement(apel[1], self.state_dir, now, closing)}
         self._claim()
         with self._writing():
             write_json(self.closing_dir / f"{record.name}.json", journal)
@@ -372,6 +395,8 @@ class SpaceStore:
         if not (recovering and _has_closing(path, closing)):
             append_line(path, journal["line"], crash_point="mid_append")
         crashpoints.reached("after_accounting")
+        if journal.get("apel"):
+            _write_apel(journal["apel"])
         os.unlink(self.closing_dir / f"{name}.json")
 
     def prune_finished(self, now: float, retention_days: float) -> int:
