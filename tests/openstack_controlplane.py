@@ -364,7 +364,7 @@ enabled = false
     def _start_api(self, service: str, module: str, workers: int = 1, threads: int = 1, env: dict | None = None) -> None:
         self._spawn(service, self._bin("gunicorn"), "-w", str(workers), "--threads", str(threads), "-b",
                     f"127.0.0.1:{self.ports[service]}", "--chdir", str(self.base / "shims"),
-                    "--timeout", "120", f"{service}_wsgi:application", env=env)
+                    "--timeout", "600", f"{service}_wsgi:application", env=env)
 
     def _register_catalog(self) -> None:
         c = self.connect()

@@ -7,7 +7,8 @@
 - `tags(...)`, `metadata(...)`: how a server is marked as this site's, space's
   and machinetype's (tags for the server-side filter, metadata for reading
   back, both checked on the client).
-- `choose_flavor(...)`: the flavor rule; `choose_zone(...)`: the spread.
+- `choose_flavor(...)`: the flavor rule (`sizing`'s, shared with EC2 and GCE,
+  with a reason for each candidate); `choose_zone(...)`: the spread.
 - `error_for(...)`: an HTTP answer -> the `errors` type the caller acts on.
 
 Nova reports capacity and quota only in the text of a fault or an error
@@ -22,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from vacagent import errors
+from vacagent.backends import sizing
 from vacagent.model import Cause, Machine, MachineState, MachineType
 
 STATES: Mapping[str, MachineState] = {
@@ -127,13 +129,6 @@ def to_machine(server: Mapping[str, Any]) -> Machine:
     )
 
 
-def processor_range(machinetype: MachineType) -> tuple[int, int]:
-    """The vCPUs a flavor may have: from `min_processors` (default: `processors`) up to
-    `processors`, the count the planner reserves, so a machine never exceeds its plan."""
-    low = machinetype.extra.get("min_processors") or machinetype.processors
-    return min(int(low), machinetype.processors), machinetype.processors
-
-
 def flavor_candidates(machinetype: MachineType, space_default: Sequence[str]) -> list[str]:
     named = machinetype.extra.get("flavor_names") or machinetype.extra.get("flavor_name")
     if isinstance(named, str):
@@ -147,20 +142,20 @@ def choose_flavor(machinetype: MachineType, candidates: Sequence[str],
     RAM covers `mb_per_processor` for each vCPU.  Raises Permanent naming every candidate."""
     if not candidates:
         raise errors.Permanent(f"machinetype {machinetype.name}: no flavor_names (machinetype or space option)")
-    low, high = processor_range(machinetype)
+    low, high = sizing.processor_range(machinetype)
     why = []
     for name in candidates:
         flavor = flavors.get(name)
         if flavor is None:
             why.append(f"{name}: not found")
             continue
-        vcpus, ram = int(flavor.get("vcpus", 0)), int(flavor.get("ram", 0))
-        if not low <= vcpus <= high:
-            why.append(f"{name}: {vcpus} vCPUs, outside {low}-{high}")
-        elif ram < vcpus * machinetype.mb_per_processor:
-            why.append(f"{name}: {ram} MB RAM, less than {vcpus} x {machinetype.mb_per_processor} MB")
-        else:
+        size = sizing.Size(name, int(flavor.get("vcpus", 0)), int(flavor.get("ram", 0)))
+        if sizing.fits(size, machinetype):
             return flavor
+        if not low <= size.vcpus <= high:
+            why.append(f"{name}: {size.vcpus} vCPUs, outside {low}-{high}")
+        else:
+            why.append(f"{name}: {size.memory_mb} MB RAM, less than {size.vcpus} x {machinetype.mb_per_processor} MB")
     raise errors.Permanent(f"machinetype {machinetype.name}: no usable flavor ({'; '.join(why)})")
 
 
