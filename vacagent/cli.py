@@ -4,11 +4,11 @@
     vacagent once      one cycle of every space, then exit
     vacagent status    machines, processors and backoff per space and machinetype
     vacagent why       why the last cycle(s) created, deleted or held back
-    vacagent validate  check the configuration, or one vacuum pipe, without acting
+    vacagent validate  check the configuration, or one vacuum pipe, without acting (--offline: no network)
+    vacagent import-vcycle  convert a Vcycle configuration into a vacagent one (YAML on stdout)
     vacagent simulate  run policies on a simulated lab and compare them (no cloud, no config)
     vacagent usage     how much of the lab's time was useful, per project and lab-wide
     vacagent health    one week's health and whether it compares with another week
-    vacagent import-vcycle  a Vcycle configuration as a vacagent site configuration
 
 Every command takes `--config FILE` (default /etc/vacagent/vacagent.yaml,
 or $VACAGENT_CONFIG).
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
-from vacagent import (__version__, config, cycle, definitions, health, logs, status, usage, validate_offline,
-                      vcycle_import)
+from vacagent import (__version__, config, cycle, definitions, health, logs, offline, status, usage,
+                      vcycle_import, vcycle_read)
 from vacagent.backends.registry import BACKENDS
 from vacagent.clock import SystemClock
 from vacagent.config import PipeSettings, SpaceSettings
@@ -45,6 +46,8 @@ examples:
   vacagent validate https://example.org/lhcb.pipe
                                              check a project's pipe before configuring it
   vacagent simulate bursty --plot bursty.png compare vacagent, Vcycle, a static partition and an oracle
+  vacagent import-vcycle > /etc/vacagent/vacagent.yaml
+                                             move a Vcycle site: /etc/vcycle.conf and vcycle.d/ converted
 
 The state directory (state_dir in the configuration) holds plain files:
 spaces/<space>/machines/<name>/machine.json, decisions/<space>.jsonl,
@@ -108,10 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
                                    "https URL): check that pipe alone. Exit status 1 on any error.")
     _config_argument(p)
     p.add_argument("pipe", nargs="?", metavar="PIPE_FILE_OR_URL", help="a vacuum pipe to check on its own")
-    p.add_argument("--offline", action="store_true",
-                   help="check the configuration, every local file and every definition readable without network; "
-                        "fetch no remote pipe, contact no cloud, and list what was not checked")
     p.add_argument("--prefix", default="pipe", help="machinetype name prefix for PIPE (default: pipe)")
+    p.add_argument("--offline", action="store_true",
+                   help="fetch nothing and contact no cloud: check the configuration, local pipes, every "
+                        "definition and local file, and list what was left unchecked (remote pipes, credentials)")
+
+    p = sub.add_parser("import-vcycle", help="convert a Vcycle configuration into a vacagent one (YAML on stdout)",
+                       description="Read a Vcycle configuration as Vcycle does (without FILE|DIR: every .conf in "
+                                   "/var/lib/vcycle/shared/vcycle.d, then /etc/vcycle.d, in name order, then "
+                                   "/etc/vcycle.conf; a DIR is read as its *.conf in name order; later values "
+                                   "win) and print the vacagent site configuration: spaces, machinetypes, vacuum "
+                                   "pipes, timings, user_data options and files. Every option not carried over "
+                                   "gets a comment saying why; credentials are never copied: the output names the "
+                                   "file the backend reads them from and says what to put there. Unreadable input "
+                                   "is an error naming file, section and option (exit status 2). See "
+                                   "docs/operations.md, 'Moving from Vcycle'.",
+                       epilog="examples:\n"
+                              "  vacagent import-vcycle > /etc/vacagent/vacagent.yaml\n"
+                              "  vacagent import-vcycle /etc/vcycle.conf /etc/vcycle.d --site lab.example.org\n"
+                              "  vacagent validate --offline --config /etc/vacagent/vacagent.yaml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="*", type=Path, metavar="FILE|DIR",
+                   help="Vcycle configuration files and directories, read in this order")
+    p.add_argument("--site", help="the vacagent site name (default: this host's name)")
+    p.add_argument("--vcycle-dir", type=Path, default=Path("/var/lib/vcycle"), metavar="DIR",
+                   help="Vcycle's directory, for relative paths of machinetype sections (default: /var/lib/vcycle)")
+    p.add_argument("--secrets-dir", type=Path, default=Path("/etc/vacagent"), metavar="DIR",
+                   help="where the output points for credential files the operator writes (default: /etc/vacagent)")
 
     p = sub.add_parser("simulate", help="run policies on a simulated lab and compare them",
                        description="Run the daemon's real cycle (planner, feedback, backoff, reconcile, state "
@@ -171,14 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--week", metavar="ISO-WEEK", help="the week to report, e.g. 2026-W48 (default: this week)")
     p.add_argument("--compare", metavar="ISO-WEEK", help="the week to compare with (default: the week before)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p = sub.add_parser("import-vcycle", help="convert a Vcycle configuration to a vacagent site configuration",
-                       description="Read a Vcycle configuration as Vcycle does (FILEs, or DIRs of *.conf, in the "
-                                   "order given; default /var/lib/vcycle/shared/vcycle.d, /etc/vcycle.d, "
-                                   "/etc/vcycle.conf) and print a vacagent site configuration (YAML), with a "
-                                   "comment on every option not carried over and why. Secrets are never copied: "
-                                   "the comments say where to put them. Then: vacagent validate --offline.")
-    p.add_argument("paths", nargs="*", metavar="FILE|DIR")
     return parser
 
 
@@ -205,24 +223,27 @@ def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     now = SystemClock().now()
-    if args.offline:
-        if args.pipe and config.resolve_location(args.pipe, Path.cwd()).startswith(("http://", "https://")):
-            print(f"{args.pipe}: not checked: remote (--offline)")
-            return 0
-        if not args.pipe:
-            ok, lines = validate_offline.validate(args.config, now)
-            print("\n".join(lines))
-            return 0 if ok else 1
     with tempfile.TemporaryDirectory() as cache:
-        fetcher = Fetcher(Path(cache))
+        fetcher = offline.LocalOnlyFetcher(Path(cache)) if args.offline else Fetcher(Path(cache))
         if args.pipe:
             source = config.resolve_location(args.pipe, Path.cwd())
+            if args.offline and "://" in source:
+                print(f"not checked: {source} (remote: not fetched)")
+                return 0
             space = SpaceSettings(
                 name="validate", backend="none", options={}, limits=SpaceLimits(1),
                 pipes=(PipeSettings(source=source, prefix=args.prefix, config_file="(command line)"),),
             )
             return 0 if _print_resolved(args.pipe, definitions.resolve_space(space, fetcher, now)) else 1
         settings = config.load(args.config)
+        if args.offline:
+            report = offline.check(settings, Path(cache), now)
+            for line in report.lines:
+                print(line)
+            for line in report.unchecked:
+                print(f"not checked: {line}")
+            print(f"configuration {'valid' if report.ok else 'INVALID'} (offline): {', '.join(settings.files)}")
+            return 0 if report.ok else 1
         ok = True
         for space in settings.spaces.values():
             label = f"space {space.name}"
@@ -233,6 +254,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             ok = _print_resolved(label, definitions.resolve_space(space, fetcher, now)) and ok
         print(f"configuration {'valid' if ok else 'INVALID'}: {', '.join(settings.files)}")
         return 0 if ok else 1
+
+
+def cmd_import_vcycle(args: argparse.Namespace) -> int:
+    sections, files = vcycle_read.read(args.sources)
+    host = socket.getfqdn()
+    sys.stdout.write(vcycle_import.import_vcycle(sections, files, args.site or host, host, args.vcycle_dir,
+                                                 args.secrets_dir))
+    return 0
 
 
 def cmd_once(args: argparse.Namespace) -> int:
@@ -343,19 +372,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import_vcycle(args: argparse.Namespace) -> int:
-    paths = vcycle_import.files(args.paths or vcycle_import.DEFAULT_FILES)
-    if not paths:
-        print(f"vacagent import-vcycle: no Vcycle configuration in {', '.join(args.paths or vcycle_import.DEFAULT_FILES)}",
-              file=sys.stderr)
-        return 2
-    sys.stdout.write(vcycle_import.convert(vcycle_import.read(paths), [str(p) for p in paths]))
-    return 0
-
-
 COMMANDS = {"run": cmd_run, "once": cmd_once, "status": cmd_status, "why": cmd_why, "validate": cmd_validate,
+            "import-vcycle": cmd_import_vcycle,
             "simulate": cmd_simulate, "usage": cmd_usage,
-            "health": cmd_health, "import-vcycle": cmd_import_vcycle}
+            "health": cmd_health}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,12 @@ class EndpointSettings:
     max_message_bytes: int = 4096  # cap on a PUT of shutdown_message or the heartbeat file
     max_file_bytes: int = 1 << 20  # cap on a PUT of any other joboutputs file (logs)
     max_joboutputs_bytes: int = 16 << 20  # cap on all of one machine's joboutputs together
+    max_joboutputs_files: int = 64  # cap on the number of files in one machine's joboutputs
+    max_machine_requests: int = 64  # requests for one machine handled at once; more get 429
+    max_connections: int = 4096  # open connections in all; lowered to the file limit minus a reserve
+    max_connections_per_address: int = 64  # from one source address (a NAT'd site may need more)
+    idle_timeout_seconds: float = 15.0  # a connection with no complete request for this long is closed
+    body_timeout_seconds: float = 30.0  # a request body must arrive within this time, or 408
     config_file: str = ""
 
     def base_url(self, port: int | None = None) -> str | None:
@@ -191,6 +197,10 @@ def _space(name: str, raw: Mapping[str, Any], path: Path) -> SpaceSettings:
     )
 
 
+_ENDPOINT_LIMITS = ("max_joboutputs_files", "max_machine_requests", "max_connections",
+                    "max_connections_per_address", "idle_timeout_seconds", "body_timeout_seconds")
+
+
 def _endpoint(raw: Mapping[str, Any], path: Path) -> EndpointSettings:
     tls = {}
     for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
@@ -208,6 +218,7 @@ def _endpoint(raw: Mapping[str, Any], path: Path) -> EndpointSettings:
         max_message_bytes=raw.get("max_message_bytes", EndpointSettings.max_message_bytes),
         max_file_bytes=raw.get("max_file_bytes", EndpointSettings.max_file_bytes),
         max_joboutputs_bytes=raw.get("max_joboutputs_bytes", EndpointSettings.max_joboutputs_bytes),
+        **{key: raw[key] for key in _ENDPOINT_LIMITS if key in raw},
         config_file=str(path),
         **tls,
     )

@@ -32,6 +32,7 @@ from vacagent.model import STATE_VALUE, MachineRecord, MachineState, MachineType
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
 from vacagent.state import uptime
+from vacagent.state.atomic import FILE_MODE, make_dirs
 from vacagent.state.store import SpaceStore
 
 STALE_DEFINITION = (
@@ -140,8 +141,8 @@ def _report_demand(space: Space, problems: dict[str, str]) -> None:
 
 def run_once(space: Space, now: float) -> dict[str, Any]:
     """Run one cycle; returns the decision record it appended."""
-    lock = filelock.FileLock(str(space.store.root / "cycle.lock"))
-    space.store.root.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(space.store.root / "cycle.lock"), mode=FILE_MODE)
+    make_dirs(space.store.root)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:

@@ -17,6 +17,7 @@ docs/definitions.md.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,6 +41,7 @@ from vacagent.schema import (
 )
 
 DEFAULT_CACHE_SECONDS = 3600
+MAX_DEPTH = 16  # a pipe is a list of flat objects: 4 levels is plenty, thousands is an attack
 
 # MachineType fields read straight from the definition key of the same name.
 _CORE = (
@@ -73,6 +75,25 @@ def _unsafe_path(value: str) -> bool:
     return ".." in parts
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _escapes_remote(key: str, value: str) -> bool:
+    """Would this value, from a remote pipe, reach outside the web?  The keys vacagent reads
+    must be https URLs; the others may be plain names but never paths or other schemes."""
+    if key == "user_data" or key.startswith("user_data_file_"):
+        return not value.startswith("https://")
+    scheme = value.split(":", 1)[0] if ":" in value else ""
+    return value.startswith(("/", "~", "\\")) or (scheme.isalpha() and scheme.lower() != "https")
+
+
 def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str], backend: str = "") -> MachineType:
     """Validate one effective definition and build its MachineType.
 
@@ -92,9 +113,14 @@ def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str], 
         key, reason = problems[0]
         raise fail(key.split(".")[0], reason)
     for key, value in definition.items():
+        if not _finite(value):
+            raise fail(key, "NaN and Infinity are not numbers vacagent accepts")
         is_path = key in PATH_KEYS or key.startswith("user_data_file_")
         if is_path and isinstance(value, str) and _unsafe_path(value):
             raise fail(key, f"{value!r} climbs out of its directory ('..' is not allowed)")
+        if is_path and isinstance(value, str) and "://" in origins.get(key, "") and _escapes_remote(key, value):
+            raise fail(key, f"{value!r}: a pipe fetched from a URL may name only https:// URLs "
+                            "(relative references resolve against the pipe's URL)")
     for key, owned in OWNED_OVERRIDES.items():
         for inner in sorted(set(definition.get(key) or {}) & set(owned)):
             raise fail(key, f"{inner}: cannot be overridden: {owned[inner]}")
@@ -119,13 +145,40 @@ def build(name: str, definition: Mapping[str, Any], origins: Mapping[str, str], 
     )
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(doc: Any) -> int:
+    """How deeply `doc` nests, counted without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
+
+
+def parse_json(text: str, source: str) -> Any:
+    """A pipe's JSON: NaN and Infinity refused, nesting at most MAX_DEPTH; ConfigError names the source."""
+    try:
+        doc = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid JSON: nested more than {MAX_DEPTH} levels") from None
+    except ValueError as e:
+        raise ConfigError(f"{source}: not valid JSON: {e}") from e
+    if _depth(doc) > MAX_DEPTH:
+        raise ConfigError(f"{source}: not valid JSON: nested more than {MAX_DEPTH} levels")
+    return doc
+
+
 def _pipe_entries(pipe: PipeSettings, fetcher: Fetcher, now: float) -> tuple[list[dict], list[str], int]:
     fetched = fetcher.get(pipe.source, now)
     warnings = [fetched.warning] if fetched.warning else []
-    try:
-        doc = json.loads(fetched.text)
-    except ValueError as e:
-        raise ConfigError(f"{pipe.source}: not valid JSON: {e}") from e
+    doc = parse_json(fetched.text, pipe.source)
     problems = violations(doc, PIPE_SCHEMA)
     if problems:
         key, reason = problems[0]

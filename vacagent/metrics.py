@@ -26,6 +26,9 @@ same events as log lines and as series.
     vacagent_endpoint_requests_total{route,status}       route: machinefeatures, jobfeatures,
                                                          joboutputs, healthz, metrics, invalid, other
     vacagent_endpoint_request_duration_seconds{route}    histogram
+    vacagent_endpoint_refused_total{reason}              cap hits: connections, connections_per_address,
+                                                         idle_evicted, machine_requests, body_timeout,
+                                                         body_bytes, joboutputs_bytes, joboutputs_files
 
 Neighbours: `report` (the hooks), `endpoint.app` (requests, /metrics), `daemon`.
 """
@@ -92,6 +95,8 @@ class Metrics:
         self.request_duration = Histogram("vacagent_endpoint_request_duration_seconds",
                                           "Endpoint request handling time", ["route"], registry=r,
                                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1))
+        self.refused = Counter("vacagent_endpoint_refused", "Endpoint connections and requests refused by a cap",
+                               ["reason"], registry=r)
         self._series: dict[str, set[tuple[str, str]]] = {}  # space -> (machinetype, state) last set
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
@@ -103,6 +108,9 @@ class Metrics:
             self._request_children[(route, status)] = children
         children[0].inc()
         children[1].observe(max(0.0, seconds))
+
+    def endpoint_refused(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
 
     def machines_seen(self, space: str, per_machinetype: Mapping[str, Mapping[str, int]]) -> None:
         """Set the gauges from one cycle's counts; series that vanished are removed, not left stale."""

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from typing import Mapping
 
 # Vcycle's rule for names that may become DNS labels and directory names.
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline.
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 def iso(t: float) -> str:

@@ -12,8 +12,9 @@ from typing import Any, Iterator, Mapping
 
 import jsonschema
 
-SAFE_FILE = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
-NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# Patterns end in \Z, not $: "$" also matches before a trailing newline (jsonschema uses re.search).
+SAFE_FILE = r"^(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}\Z"
+NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z"
 
 _seconds = {"type": "integer", "minimum": 0}
 _positive = {"type": "integer", "minimum": 1}
@@ -45,10 +46,10 @@ MACHINETYPE_PROPERTIES: dict[str, Any] = {
     # Pods (docs/kubernetes.md): root_image is the container image.
     "container_command": {"oneOf": [{"type": "string", "minLength": 1},
                                     {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
-    "pod_overrides": {"type": "object", "propertyNames": {"pattern": r"^[a-z][A-Za-z0-9]*$"}},
-    "container_overrides": {"type": "object", "propertyNames": {"pattern": r"^[a-z][A-Za-z0-9]*$"}},
+    "pod_overrides": {"type": "object", "propertyNames": {"pattern": r"^[a-z][A-Za-z0-9]*\Z"}},
+    "container_overrides": {"type": "object", "propertyNames": {"pattern": r"^[a-z][A-Za-z0-9]*\Z"}},
     "kueue_queue_name": {"type": "string", "maxLength": 63,
-                         "pattern": r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
+                         "pattern": r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"},
 }
 
 # Keys of the overrides that vacagent sets itself, and why (a definition that sets one is refused).
@@ -100,8 +101,8 @@ MACHINETYPE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": MACHINETYPE_PROPERTIES,
     "patternProperties": {
-        r"^user_data_option_[A-Za-z0-9_]+$": {"type": ["string", "number", "boolean"]},
-        r"^user_data_file_[A-Za-z0-9_]+$": {"type": "string", "minLength": 1},
+        r"^user_data_option_[A-Za-z0-9_]+\Z": {"type": ["string", "number", "boolean"]},
+        r"^user_data_file_[A-Za-z0-9_]+\Z": {"type": "string", "minLength": 1},
     },
 }
 
@@ -121,7 +122,7 @@ SPACE_SCHEMA: dict[str, Any] = {
     "required": ["backend"],
     "additionalProperties": False,
     "properties": {
-        "backend": {"type": "string", "pattern": r"^[a-z0-9_]+$"},
+        "backend": {"type": "string", "pattern": r"^[a-z0-9_]+\Z"},
         "options": {"type": "object"},
         "processors_limit": _positive,
         "max_machines": _positive,
@@ -169,12 +170,19 @@ ENDPOINT_SCHEMA: dict[str, Any] = {
     "properties": {
         "listen": {"type": "string", "minLength": 1},
         "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-        "public_url": {"type": "string", "pattern": r"^https?://[^/?#\s]+(/[^?#\s]*)?$"},
+        "public_url": {"type": "string", "pattern": r"^https?://[^/?#\s]+(/[^?#\s]*)?\Z"},
         "tls_cert": {"type": "string", "minLength": 1},
         "tls_key": {"type": "string", "minLength": 1},
         "max_message_bytes": _positive,
         "max_file_bytes": _positive,
         "max_joboutputs_bytes": _positive,
+        "max_joboutputs_files": _positive,
+        "max_machine_requests": _positive,
+        "max_connections": _positive,
+        "max_connections_per_address": _positive,
+        # RFC 9112 leaves keep-alive to the server; clients and proxies commonly give up at 60-75 s.
+        "idle_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 75},
+        "body_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
     },
 }
 
@@ -182,7 +190,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "site": {"type": "string", "pattern": r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$"},
+        "site": {"type": "string", "pattern": r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?\Z"},
         "state_dir": {"type": "string", "minLength": 1},
         "cycle_seconds": {"type": "number", "exclusiveMinimum": 0},
         "finished_retention_days": {"type": "number", "minimum": 0},

@@ -27,7 +27,7 @@ HASH_FILE = "token.sha256"
 SECRET_BYTES = 32  # 256 bits
 
 _NAME = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_TOKEN = re.compile(rf"^{PREFIX}\.({_NAME})\.({_NAME})\.([A-Za-z0-9_-]{{43}})$")
+_TOKEN = re.compile(rf"^{PREFIX}\.({_NAME})\.({_NAME})\.([A-Za-z0-9_-]{{43}})\Z")
 
 
 def new(space: str, machine: str) -> str:

@@ -1,392 +1,313 @@
-"""`vacagent import-vcycle`: a Vcycle configuration as a vacagent site configuration.
+"""`vacagent import-vcycle`: a Vcycle configuration -> a vacagent site configuration (commented YAML).
 
-Reads the files as Vcycle does (Python ConfigParser, no interpolation; every
-`.conf` in /var/lib/vcycle/shared/vcycle.d, then /etc/vcycle.d, in name
-order, then /etc/vcycle.conf; same-named sections merge, later values win;
-section names lower-cased and split on whitespace) and prints YAML on
-standard output: `[space S]` -> a space (backend, options, limits, APEL),
-`[machinetype S MT]` -> an inline machinetype, or a `suffix_overrides`
-entry when MT is PREFIX-SUFFIX of a `[vacuum_pipe S PREFIX]` section, which
-becomes a pipe (its `target_share` a total split among the pipe's
-machinetypes, its other options the pipe's `overrides`).
+Spaces become spaces (api -> backend, space options -> backend options),
+machinetype sections become inline machinetypes, `[vacuum_pipe S PREFIX]`
+sections become pipes (the section's target_share is the pipe's total,
+split among its machinetypes by their own shares, as in both Vcycle and
+`definitions`), and `[machinetype S PREFIX-SUFFIX]` sections of a pipe
+become its `suffix_overrides`.  Every option not carried over gets a
+comment saying why; credentials are never written: the output names the
+file the backend reads them from and says what the operator must put there.
 
-Every option that is not carried over gets a comment saying why; secrets
-(passwords, application credential secrets, EC2 and Google keys) are never
-copied, in clear or encoded: the comment says where to put them instead
-(clouds.yaml and secure.yaml, an AWS credentials profile, a service-account
-key file).  Space options follow the backends' names (docs/backends/*.md;
-issues 10 and 11).  The mapping is pure (`convert`); `read` does the I/O.
-Neighbours: `cli`, `config` (what the output must satisfy).
+Neighbours: `vcycle_read` (the input), `vcycle_options` (the tables),
+`vcycle_machinetype` (one machinetype's options), `commented_yaml` (the output).
 """
 
 from __future__ import annotations
 
-import configparser
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
 
-import yaml
-
-DEFAULT_FILES = ("/var/lib/vcycle/shared/vcycle.d", "/etc/vcycle.d", "/etc/vcycle.conf")
-FILES_DIR = "/var/lib/vcycle/spaces/{space}/machinetypes/{mt}/files"
-BACKENDS = {"openstack": "openstack", "ec2": "ec2", "google": "gce"}
-
-# Machinetype options carried over under the same name.
-SAME = (
-    "target_share", "backoff_seconds", "fizzle_seconds", "max_wallclock_seconds", "min_wallclock_seconds",
-    "heartbeat_file", "heartbeat_seconds", "processors_limit", "min_processors", "max_processors",
-    "mb_per_processor", "hs06_per_processor", "disk_gb_per_processor", "accounting_fqan", "machine_model",
-)
-INTEGERS = {"backoff_seconds", "fizzle_seconds", "max_wallclock_seconds", "min_wallclock_seconds",
-            "heartbeat_seconds", "processors_limit", "min_processors", "max_processors", "mb_per_processor",
-            "processors"}
-FLOATS = {"target_share", "hs06_per_processor", "disk_gb_per_processor"}
-
-# Options not carried over, and why.
-DROPPED_MACHINETYPE = {
-    "x509dn": "machines write their joboutputs with a per-machine token (##user_data_token##), not an X.509 DN",
-    "https_x509dn": "machines write their joboutputs with a per-machine token (##user_data_token##), not an X.509 DN",
-    "log_joboutputs": "vacagent keeps every machine's joboutputs in finished/<date>/ for finished_retention_days",
-    "cernvm_signing_dn": "vacagent neither fetches nor verifies images: register a verified image in the cloud",
-    "legacy_proxy": "vacagent makes no X.509 proxies (##user_data_x509_proxy## is not substituted)",
-    "user_data_proxy": "vacagent makes no X.509 proxies (##user_data_x509_proxy## is not substituted)",
-    "cvmfs_proxy_machinetype": "no list of proxy machines is kept: give user_data_option_cvmfs_proxy a fixed list",
-    "remote_joboutputs_url": "joboutputs always come through vacagent's own endpoint",
-    "remote_joboutputs_cert": "joboutputs always come through vacagent's own endpoint",
-    "remote_joboutputs_key": "joboutputs always come through vacagent's own endpoint",
-    "root_public_key": "vacagent uploads no keys: make a keypair in the cloud from this file and set the "
-                       "space's options.key_name",
-    "machinetype_path": "Vcycle's own bookkeeping",
-}
-DROPPED_SPACE = {
-    "api_version": "the backend's SDK negotiates API versions",
-    "glance_api": "the backend's SDK negotiates API versions",
-    "version": "the backend's SDK negotiates API versions",
-    "service": "the EC2 service name is not needed by boto3",
-    "volume_gb_per_processor": "vacagent attaches no volumes; use a flavor with the disk",
-    "vacmon_hostport": "there is no VacMon sender: scrape the endpoint's /metrics (docs/operations.md)",
-    "shutdown_time": "no fixed shutdown time: lower max_wallclock_seconds, or remove the space, to drain it",
-    "url": "",  # mapped per backend below
-}
-SECRETS = {"password", "password_base64", "cred_secret", "secret_key", "access_key", "private_key", "client_email"}
+from vacagent import vcycle_options as opts
+from vacagent.commented_yaml import Node, render
+from vacagent.errors import ConfigError
+from vacagent.model import NAME_RE
+from vacagent.schema import SPACE_SCHEMA
+from vacagent.vcycle_machinetype import Context, convert_options, integer, number, shown
+from vacagent.vcycle_read import Section
 
 
 @dataclass
-class Output:
-    """The configuration being built, with its comments, as YAML lines."""
+class Importer:
+    site: str
+    default_host: str  # Vcycle's default https_host: the host it ran on
+    vcycle_dir: Path = Path("/var/lib/vcycle")
+    secrets_dir: Path = Path("/etc/vacagent")
+    problems: list[str] = field(default_factory=list)
+    endpoint: dict[str, tuple[str, str]] = field(default_factory=dict)  # https_host/port -> (value, where)
+    retention_hours: list[float] = field(default_factory=list)
 
-    lines: list[str] = field(default_factory=list)
+    def fail(self, message: str) -> None:
+        self.problems.append(message)
 
-    def comment(self, indent: int, text: str) -> None:
-        self.lines.append(" " * indent + "# " + text)
+    # -- spaces -------------------------------------------------------------------------------------
+    def space(self, section: Section, out: Node) -> Context | None:
+        vname = section.words[0]
+        name = vname.replace(".", "-")
+        if not NAME_RE.match(name):
+            self.fail(f"{section.where()}: space name {vname!r} must be lowercase letters, digits, periods and "
+                      "hyphens (max 63)")
+            return None
+        api = section.options.get("api")
+        if api is None:
+            self.fail(f"{section.where()}: api: required (openstack, ec2 or google)")
+            return None
+        backend = opts.API_BACKENDS.get(api.value.strip().lower())
+        if backend is None:
+            out.note(f"[{section.title}] ({section.where()}): not carried over: api = {api.value} has no vacagent "
+                     f"backend (known: {', '.join(sorted(opts.API_BACKENDS))}); its machinetypes and pipes are "
+                     "left out too")
+            return None
+        if name in out.child("spaces").items:
+            self.fail(f"{section.where()}: space name {vname!r} becomes {name!r} (vacagent names have no periods), "
+                      "as another space's does: rename one")
+            return None
+        node = out.child("spaces").child(name, f"From [{section.title}] in {', '.join(section.files)}" +
+                                         (f" (vacagent space names have no periods: {vname} -> {name})"
+                                          if name != vname else ""))
+        node.set("backend", backend, f"api = {api.value}")
+        ctx = Context(space=vname, name=name, backend=backend, vcycle_dir=self.vcycle_dir,
+                      secrets_dir=self.secrets_dir, fail=self.fail)
+        self._space_options(section, node, ctx)
+        return ctx
 
-    def key(self, indent: int, key: str, value: Any = None, comment: str | None = None) -> None:
-        text = " " * indent + f"{_scalar(key)}:"
-        if value is not None:
-            text += " " + _scalar(value)
-        if comment:
-            text += "  # " + comment
-        self.lines.append(text)
+    def _space_options(self, section: Section, node: Node, ctx: Context) -> None:
+        options = Node()
+        backend_names = opts.BACKEND_OPTIONS[ctx.backend]
+        auth: dict[str, tuple[str, str]] = {}  # clouds.yaml auth key -> (value, Vcycle option)
+        secrets: dict[str, str] = {}
+        secret_names = opts.OPENSTACK_SECRETS if ctx.backend == "openstack" else opts.EC2_SECRETS
+        for option, item in section.options.items():
+            where = section.where(option)
+            if option == "api":
+                continue
+            if option in opts.SPACE_LIMITS:
+                value = integer(item.value, where, self.fail)
+                key = opts.SPACE_LIMITS[option]
+                if value is not None and not (key in node.items and option == "max_processors"):
+                    node.set(key, value, f"{option} = {item.value}")
+            elif option in ("https_host", "https_port"):
+                self.endpoint.setdefault(option, (item.value.strip(), where))
+            elif option == "cleanup_hours":
+                hours = integer(item.value, where, self.fail)
+                if hours is not None:
+                    self.retention_hours.append(hours)
+            elif option == "gocdb_sitename":
+                self._gocdb(item.value, node)
+            elif ctx.backend == "openstack" and option in opts.OPENSTACK_AUTH:
+                auth[opts.OPENSTACK_AUTH[option]] = (item.value.strip(), option)
+            elif ctx.backend == "openstack" and option == "domain_name":
+                auth["user_domain_name"] = auth["project_domain_name"] = (item.value.strip(), option)
+            elif option in secret_names:
+                secrets[secret_names[option]] = option
+            elif option in backend_names:
+                key = backend_names[option]
+                value = item.value.split() if key in opts.LIST_OPTIONS else item.value.strip()
+                options.set(key, value, f"{option} = {item.value}")
+            elif option in opts.SPACE_DROPPED:
+                node.note(f"{option} = {item.value}: not carried over: {opts.SPACE_DROPPED[option]}")
+            else:
+                node.note(f"{option} = {shown(option, item.value)} ({where}): unknown option of a {ctx.backend} "
+                          "space: not carried over")
+        if "processors_limit" not in node.items:
+            node.note("Vcycle space without processors_limit: vacagent reads the project's quota (OpenStack) "
+                      "or needs processors_limit set here")
+        if ctx.backend == "openstack":
+            self._openstack_auth(section, ctx, options, auth, secrets)
+        elif ctx.backend == "ec2":
+            self._ec2_credentials(section, ctx, options, secrets)
+        node.set("options", options)
 
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _scalar(value: Any) -> str:
-    """One YAML value on one line (flow style for lists and mappings)."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True).strip().removesuffix(
-        "\n...").removesuffix("...").strip()
-
-
-def files(arguments: Iterable[str]) -> list[Path]:
-    """The files Vcycle would read, in its order; a directory stands for its *.conf files."""
-    out: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.name.endswith(".conf") and p.is_file())
-        elif path.exists():
-            out.append(path)
-    return out
-
-
-def read(paths: Iterable[Path]) -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(strict=False, interpolation=None)
-    for path in paths:
-        with open(path) as f:
-            parser.read_file(f, str(path))
-    return parser
-
-
-def space_name(vcycle: str) -> str:
-    """vacagent space names are [a-z0-9-]: Vcycle's dots become hyphens."""
-    name = re.sub(r"[^a-z0-9-]", "-", vcycle.lower()).strip("-")
-    return name[:63].rstrip("-") or "space"
-
-
-def _number(key: str, value: str) -> Any:
-    try:
-        if key in INTEGERS:
-            return int(float(value))
-        if key in FLOATS:
-            return float(value)
-    except ValueError:
-        pass
-    return value
-
-
-def _path(value: str, space: str, mt: str) -> str:
-    """Vcycle's rule: absolute, a URL, or relative to the machinetype's files directory."""
-    if value.startswith("/") or "://" in value:
-        return value
-    return f"{FILES_DIR.format(space=space, mt=mt)}/{value}"
-
-
-def machinetype_options(options: dict[str, str], space: str, mt: str, backend: str, out: Output,
-                        indent: int) -> None:
-    """Write one machinetype's (or a pipe's overrides') options, with a comment on each one dropped."""
-    for key in sorted(options):
-        value = options[key].strip()
-        if key in SAME:
-            out.key(indent, key, _number(key, value))
-        elif key == "processors_per_machine":
-            out.key(indent, "processors", _number("processors", value), "Vcycle's processors_per_machine")
-        elif key in ("flavor_names", "flavor_name"):
-            comment = None if backend == "openstack" else f"the {backend} backend picks from its space's candidates"
-            out.key(indent, "flavor_names", value.split(), comment)
-        elif key == "root_image":
-            _root_image(value, space, mt, backend, out, indent)
-        elif key == "user_data":
-            out.key(indent, "user_data", _path(value, space, mt))
-        elif key.startswith("user_data_option_"):
-            out.key(indent, key, value)
-        elif key.startswith("user_data_file_"):
-            out.key(indent, key, _path(value, space, mt))
-        elif key in DROPPED_MACHINETYPE:
-            out.comment(indent, f"{key} = {value}: not carried over: {DROPPED_MACHINETYPE[key]}")
+    def _gocdb(self, value: str, node: Node) -> None:
+        if "apel" in SPACE_SCHEMA["properties"]:
+            node.child("apel", "APEL accounting records (docs/accounting.md)").set(
+                "gocdb_sitename", value.strip(), f"gocdb_sitename = {value}")
         else:
-            out.comment(indent, f"{key} = {value}: not carried over: not a Vcycle machinetype option vacagent knows")
+            node.note(f"gocdb_sitename = {value}: not carried over: this vacagent writes no APEL records")
+
+    def _openstack_auth(self, section: Section, ctx: Context, options: Node, auth: dict[str, tuple[str, str]],
+                        secrets: dict[str, str]) -> None:
+        if not auth and not secrets:
+            options.note("No identity options in Vcycle's section: set `cloud` (a name in clouds.yaml) or `auth` "
+                         "(docs/backends/openstack.md)")
+            return
+        clouds = self.secrets_dir / "clouds.yaml"
+        if "application_credential_id" in auth or "application_credential_secret" in secrets:
+            # An application credential names its own user and project: keystone refuses them beside it.
+            left = sorted(v[1] for k, v in auth.items() if k not in ("auth_url", "application_credential_id"))
+            left += sorted(option for option in secrets.values() if option != "cred_secret")
+            auth = {k: v for k, v in auth.items() if k in ("auth_url", "application_credential_id")}
+            secrets = {k: v for k, v in secrets.items() if k == "application_credential_secret"}
+            if left:
+                options.note(f"{', '.join(left)}: not carried over: the application credential (cred_id, "
+                             "cred_secret) is used, and it names its own user and project")
+        if "password" in secrets and "user_domain_name" not in auth:
+            auth["user_domain_id"] = auth["project_domain_id"] = ("default", "Vcycle's default domain")
+        if auth.get("auth_url", ("", ""))[0].rstrip("/").endswith("v2.0"):
+            options.note("Vcycle's url names Keystone v2.0, which current clouds no longer serve: the SDK "
+                         "discovers the version from the auth_url's root (drop the /v2.0 if it fails)")
+        lines = [f"  {ctx.name}:", "    auth:"] + [f"      {k}: {v}  # {why}" for k, (v, why) in auth.items()]
+        lines += [f"      {k}: <the {option} of [{section.title}], {'base64-decoded' if 'base64' in option else 'as is'}>"
+                  for k, option in secrets.items()]
+        if "application_credential_secret" in secrets:
+            lines.append("    auth_type: v3applicationcredential")
+        options.set("cloud", ctx.name, "The identity is in a clouds.yaml file, not here: the credentials are "
+                    "not copied. Write this entry into clouds_file (mode 0600, readable by vacagent's user only):",
+                    "clouds:\n" + "\n".join(lines))
+        options.set("clouds_file", str(clouds))
+
+    def _ec2_credentials(self, section: Section, ctx: Context, options: Node, secrets: dict[str, str]) -> None:
+        if "region" not in options.items:
+            options.set("region", "us-east-1", "Vcycle's default region")
+        if not secrets:
+            return
+        keys = "\n".join(f"{k} = <the {option} of [{section.title}]>" for k, option in secrets.items())
+        options.set("profile", ctx.name, "The credentials are not copied: boto3 reads them from the profile of "
+                    "this name in ~/.aws/credentials of vacagent's user (or $AWS_SHARED_CREDENTIALS_FILE). "
+                    f"Write (mode 0600):\n[{ctx.name}]\n{keys}")
+
+    # -- machinetypes and pipes ---------------------------------------------------------------------
+    def machinetype(self, section: Section, ctx: Context, space: Node) -> None:
+        name = section.words[1]
+        if not NAME_RE.match(name):
+            self.fail(f"{section.where()}: machinetype name {name!r} must be lowercase letters, digits and hyphens")
+            return
+        node = space.child("machinetypes").child(name, f"From [{section.title}]")
+        convert_options(section, ctx, name, node)
+        if "target_share" not in node.items:
+            node.set("target_share", 0, "Vcycle's default share is 0 (vacagent's would be 1): this machinetype "
+                                        "creates nothing until it is given a share")
+
+    def pipe(self, section: Section, ctx: Context, space: Node, overrides: dict[str, Section]) -> None:
+        prefix = section.words[1]
+        if not NAME_RE.match(prefix):
+            self.fail(f"{section.where()}: pipe prefix {prefix!r} must be lowercase letters, digits and hyphens")
+            return
+        url = section.options.get("vacuum_pipe_url")
+        if url is None:
+            self.fail(f"{section.where()}: vacuum_pipe_url: required in a vacuum_pipe section")
+            return
+        node = Node()
+        source = url.value.strip()
+        comments = [f"From [{section.title}]: vacuum_pipe_url = {source}"]
+        if source.startswith("http://"):
+            source = "https://" + source.removeprefix("http://")
+            comments.append("vacagent fetches pipes over https only (plain http can be tampered with on the way)")
+        node.set("source", source, *comments)
+        node.set("prefix", prefix)
+        if "target_share" in section.options:
+            share = number(section.options["target_share"].value, section.where("target_share"), self.fail)
+            node.set("target_share", share,
+                     "The pipe's total share, split among its machinetypes by their own target_share (as Vcycle)")
+        rest = Section(section.kind, section.words,
+                       {k: v for k, v in section.options.items() if k not in opts.PIPE_OWN}, section.files)
+        inner = Node()
+        convert_options(rest, ctx, None, inner)
+        if inner.items or inner.notes:
+            node.set("overrides", inner, "Vcycle copies the section's other options to each machinetype of the "
+                                         "pipe (a machinetype section wins): vacagent's overrides do the same")
+        for suffix, mt_section in overrides.items():
+            mt = node.child("suffix_overrides", f"[machinetype {section.words[0]} {prefix}-SUFFIX] sections: "
+                            "they win over the pipe and its overrides, as in Vcycle").child(suffix)
+            convert_options(mt_section, ctx, f"{prefix}-{suffix}", mt)
+        node.note("Vcycle ran only the pipe's machinetypes whose machine_model is cernvm3 or vm-raw; vacagent runs "
+                  "every one: give the others target_share 0 under suffix_overrides if they must not run")
+        space.items.setdefault("pipes", []).append(node)
+        space.comments.setdefault("pipes", [])
+
+    # -- the whole configuration --------------------------------------------------------------------
+    def convert(self, sections: list[Section], files: list[str]) -> str:
+        out = Node()
+        out.set("site", self.site, "Machines are labelled with it: every vacagent instance of the site must "
+                                   "use the same name")
+        out.set("state_dir", "/var/lib/vacagent")
+        by_kind: dict[str, list[Section]] = {}
+        for section in sections:
+            by_kind.setdefault(section.kind, []).append(section)
+            expected = {"space": 1, "machinetype": 2, "vacuum_pipe": 2, "settings": 0}.get(section.kind)
+            if expected is not None and len(section.words) != expected:
+                self.fail(f"{section.where()}: a {section.kind} section takes {expected} name(s) after "
+                          f"'{section.kind}', not {len(section.words)}")
+        contexts: dict[str, tuple[Context, Node]] = {}
+        for section in by_kind.get("space", []):
+            if len(section.words) == 1:
+                ctx = self.space(section, out)
+                if ctx is not None:
+                    contexts[section.words[0]] = (ctx, out.items["spaces"].items[ctx.name])
+        skipped = {s.words[0] for s in by_kind.get("space", []) if len(s.words) == 1} - set(contexts)
+        pipes = [s for s in by_kind.get("vacuum_pipe", []) if len(s.words) == 2]
+        machinetypes = [s for s in by_kind.get("machinetype", []) if len(s.words) == 2]
+        claimed = self._pipe_machinetypes(pipes, machinetypes)
+        for section in pipes + machinetypes:
+            space = section.words[0]
+            if space in skipped:
+                continue
+            if space not in contexts:
+                self.fail(f"{section.where()}: no [space {space}] section")
+                continue
+            ctx, node = contexts[space]
+            if section.kind == "vacuum_pipe":
+                self.pipe(section, ctx, node, claimed.get((space, section.words[1]), {}))
+            elif not any(section in d.values() for d in claimed.values()):
+                self.machinetype(section, ctx, node)
+        for section in by_kind.get("settings", []):
+            for option, item in section.options.items():
+                out.note(f"[settings] {option} = {shown(option, item.value)} ({section.where(option)}): not carried "
+                         "over: no vacagent equivalent")
+        for kind, found in by_kind.items():
+            if kind not in ("space", "machinetype", "vacuum_pipe", "settings"):
+                for section in found:
+                    out.note(f"[{section.title}] ({section.where()}): unknown section type: not carried over "
+                             f"(options: {', '.join(section.options) or 'none'})")
+        self._site_wide(out)
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+        header = ["vacagent site configuration converted from Vcycle by `vacagent import-vcycle` from "
+                  + ", ".join(files) + ".",
+                  "Read every comment: each says what was not carried over and why, or what you must provide. "
+                  "Check with: vacagent validate --offline --config FILE (then without --offline on the "
+                  "vacagent host). Reference: docs/configuration.md, docs/operations.md (Moving from Vcycle).",
+                  f"Relative paths of Vcycle machinetype sections were made absolute under "
+                  f"{self.vcycle_dir}/{opts.FILES_DIR.format(space='SPACE', machinetype='MACHINETYPE')}, "
+                  "as Vcycle reads them.",
+                  "Vcycle weighted target shares by hs06_per_processor; vacagent's shares count processors: "
+                  "scale target_share by hs06_per_processor where machinetypes' processors differ in power."]
+        return render(out, header)
+
+    @staticmethod
+    def _pipe_machinetypes(pipes: list[Section], machinetypes: list[Section]) -> dict[tuple[str, str], dict]:
+        """(space, prefix) -> {suffix: section} for machinetype sections named PREFIX-SUFFIX (longest prefix)."""
+        claimed: dict[tuple[str, str], dict[str, Section]] = {}
+        prefixes = sorted(((s.words[0], s.words[1]) for s in pipes), key=lambda p: -len(p[1]))
+        for section in machinetypes:
+            space, name = section.words
+            for pipe_space, prefix in prefixes:
+                if pipe_space == space and name.startswith(prefix + "-") and len(name) > len(prefix) + 1:
+                    claimed.setdefault((space, prefix), {})[name[len(prefix) + 1:]] = section
+                    break
+        return claimed
+
+    def _site_wide(self, out: Node) -> None:
+        if self.retention_hours:
+            out.set("finished_retention_days", max(self.retention_hours) / 24,
+                    f"cleanup_hours = {max(self.retention_hours):g} (the longest of the spaces': vacagent keeps "
+                    "finished machines' directories for the whole site)")
+        host, host_where = self.endpoint.get("https_host", ("", ""))
+        port, _ = self.endpoint.get("https_port", ("443", ""))
+        endpoint = out.child("endpoint", "Machines read their machine/job features from, and report to, vacagent's "
+                                         "endpoint (docs/machine-protocol.md), as they did from Vcycle's HTTPS "
+                                         "server.")
+        endpoint.set("listen", "127.0.0.1", "Plain HTTP on loopback: put a TLS-terminating proxy (the Apache that "
+                     "served Vcycle) in front, forwarding public_url to 127.0.0.1:8450, or set tls_cert and "
+                     "tls_key and listen on 0.0.0.0")
+        endpoint.set("port", 8450)
+        url = f"https://{host or self.default_host}" + ("" if port == "443" else f":{port}")
+        given = [f"{k} = {v} ({where.split(': [')[0]})" for k, (v, where) in sorted(self.endpoint.items())]
+        endpoint.set("public_url", url, "The base URL machines reach the endpoint at" + (
+            ":" if host else ": Vcycle's default https_host, the host it ran on (this one)"), *given)
 
 
-def _root_image(value: str, space: str, mt: str, backend: str, out: Output, indent: int) -> None:
-    if value.startswith("image:"):
-        out.key(indent, "root_image", value[len("image:"):], "Vcycle's image:NAME, an image the cloud has")
-    elif "://" in value or backend in ("openstack", "ec2", "gce"):
-        out.key(indent, "root_image", _path(value, space, mt))
-        out.comment(indent, "root_image: vacagent does not upload images: register this one in the cloud and put "
-                            "its name or id here")
-    else:
-        out.key(indent, "root_image", _path(value, space, mt))
-
-
-def _openstack(name: str, options: dict[str, str], out: Output, indent: int) -> list[str]:
-    """OpenStack space options; returns the credential options left out."""
-    out.key(indent, "cloud", name, "a clouds.yaml entry: see below")
-    if options.get("region"):
-        out.key(indent, "region", options["region"])
-    if options.get("zones"):
-        out.key(indent, "availability_zones", options["zones"].split(), "Vcycle's zones")
-    if options.get("security_groups"):
-        out.key(indent, "security_groups", options["security_groups"].split())
-    if options.get("network_uuid"):
-        out.key(indent, "network", options["network_uuid"], "Vcycle's network_uuid")
-    if options.get("flavor_names"):
-        out.key(indent, "flavor_names", options["flavor_names"].split())
-    auth = {"auth_url": options.get("url", "")}
-    project = options.get("project_name") or options.get("tenancy_name")
-    if options.get("cred_id"):
-        auth["application_credential_id"] = options["cred_id"]
-        secret = "application_credential_secret"
-    else:
-        auth.update(username=options.get("username", ""), project_name=project or "",
-                    user_domain_name=options.get("domain_name", "default"),
-                    project_domain_name=options.get("domain_name", "default"))
-        secret = "password"
-    region = {"region_name": options["region"]} if options.get("region") else {}
-    out.comment(indent, "Vcycle's url, project_name (or tenancy_name), username, domain_name and cred_id go to clouds.yaml;")
-    out.comment(indent, "credentials: never copied here (password_base64 is the password, merely encoded). Put this")
-    out.comment(indent, "entry in /etc/openstack/clouds.yaml, and the secret in /etc/openstack/secure.yaml,")
-    out.comment(indent, "both readable by the vacagent user only:")
-    out.comment(indent, f"  clouds.yaml:  clouds: {{{_scalar(name)}: {_scalar({'auth': auth, **region})}}}")
-    out.comment(indent, f"  secure.yaml:  clouds: {{{_scalar(name)}: {{auth: {{{secret}: ...}}}}}}")
-    used = {"url", "region", "zones", "security_groups", "network_uuid", "flavor_names", "project_name",
-            "tenancy_name", "username", "domain_name", "cred_id"}
-    return sorted(used)
-
-
-def _ec2(name: str, options: dict[str, str], out: Output, indent: int) -> list[str]:
-    out.key(indent, "region", options.get("region", "us-east-1"), None if options.get("region") else "Vcycle's default")
-    out.key(indent, "profile", name, "an AWS credentials profile: see below")
-    if options.get("flavor_names"):
-        out.key(indent, "instance_types", options["flavor_names"].split(), "Vcycle's flavor_names")
-    if options.get("url"):
-        out.comment(indent, f"url = {options['url']}: not carried over: the ec2 backend talks to the region's AWS "
-                            "endpoint (issue 11 has no endpoint option)")
-    out.comment(indent, "credentials: access_key and secret_key never copied here. Put them in the vacagent user's")
-    out.comment(indent, f"~/.aws/credentials as [{name}] aws_access_key_id = ... / aws_secret_access_key = ...")
-    return ["region", "flavor_names", "url"]
-
-
-def _gce(name: str, options: dict[str, str], out: Output, indent: int) -> list[str]:
-    if options.get("project_id"):
-        out.key(indent, "project", options["project_id"], "Vcycle's project_id")
-    if options.get("zones"):
-        out.key(indent, "zones", options["zones"].split())
-    if options.get("flavor_names"):
-        out.key(indent, "machine_types", options["flavor_names"].split(), "Vcycle's flavor_names")
-    out.key(indent, "credentials_file", f"/etc/vacagent/gce-{name}.json", "a service-account key: see below")
-    out.comment(indent, "credentials: client_email and private_key never copied here. Make that file a service")
-    out.comment(indent, "account key (JSON, with client_email and private_key), readable by the vacagent user only")
-    return ["project_id", "zones", "flavor_names"]
-
-
-BACKEND_OPTIONS = {"openstack": _openstack, "ec2": _ec2, "gce": _gce}
-SPACE_KEYS = {"api", "processors_limit", "gocdb_sitename", "https_host", "https_port", "cleanup_hours",
-              "max_processors"}
-
-
-def _sections(parser: configparser.RawConfigParser) -> tuple[dict, dict, dict, list[str]]:
-    spaces: dict[str, dict[str, str]] = {}
-    machinetypes: dict[str, dict[str, dict[str, str]]] = {}
-    pipes: dict[str, dict[str, dict[str, str]]] = {}
-    other = []
-    for section in parser.sections():
-        words = section.lower().split()
-        options = dict(parser.items(section))
-        if words[:1] == ["space"] and len(words) == 2:
-            spaces.setdefault(words[1], {}).update(options)
-        elif words[:1] == ["machinetype"] and len(words) == 3:
-            machinetypes.setdefault(words[1], {}).setdefault(words[2], {}).update(options)
-        elif words[:1] == ["vacuum_pipe"] and len(words) == 3:
-            pipes.setdefault(words[1], {}).setdefault(words[2], {}).update(options)
-        else:
-            other.append(section)
-    return spaces, machinetypes, pipes, other
-
-
-def convert(parser: configparser.RawConfigParser, sources: list[str]) -> str:
-    spaces, machinetypes, pipes, other = _sections(parser)
-    out = Output()
-    out.comment(0, "vacagent site configuration, imported from Vcycle by `vacagent import-vcycle`")
-    out.comment(0, f"from: {', '.join(sources) or '(no files)'}")
-    out.comment(0, "check it with: vacagent validate --offline --config THIS_FILE (docs/configuration.md)")
-    out.comment(0, "user_data templates keep working, except ##user_data_url##, ##user_data_heartbeat_machines_url##")
-    out.comment(0, "and ##user_data_x509_proxy##, which vacagent leaves empty; ##user_data_token## is new")
-    out.comment(0, "(docs/machine-protocol.md): a machine needs it to report its heartbeat and shutdown message.")
-    for section in other:
-        out.comment(0, f"[{section}]: not carried over: not a Vcycle section (space, machinetype, vacuum_pipe)")
-    site = next(iter(sorted(spaces)), "vcycle-import")
-    out.key(0, "site", re.sub(r"[^A-Za-z0-9.-]", "-", site)[:63].strip(".-") or "vcycle-import",
-            "labels every machine of this site: Vcycle had none, the first space's name stands in")
-    out.key(0, "state_dir", "/var/lib/vacagent")
-    out.key(0, "cycle_seconds", 60, "as Vcycle's")
-    hours = [float(s["cleanup_hours"]) for s in spaces.values() if s.get("cleanup_hours")]
-    if hours:
-        out.key(0, "finished_retention_days", round(max(hours) / 24, 3), "Vcycle's cleanup_hours / 24")
-    _endpoint(spaces, out)
-    out.key(0, "spaces", None if spaces else {})
-    for vcycle_name in sorted(spaces):
-        mts, space_pipes = machinetypes.get(vcycle_name, {}), pipes.get(vcycle_name, {})
-        if mts or space_pipes:
-            _space(vcycle_name, spaces[vcycle_name], mts, space_pipes, out)
-            continue
-        # vacagent refuses a space with nothing to run: shown, commented out.
-        empty = Output()
-        _space(vcycle_name, spaces[vcycle_name], mts, space_pipes, empty)
-        out.comment(2, f"[space {vcycle_name}]: commented out: it has no machinetypes or pipes (nothing to run)")
-        out.lines += [re.sub(r"^(\s*)", r"\1# ", line, count=1) for line in empty.lines]
-    for vcycle_name in sorted(set(machinetypes) | set(pipes)):
-        if vcycle_name not in spaces:
-            out.comment(0, f"machinetypes and pipes of space {vcycle_name}: not carried over: it has no [space] section")
-    return out.text()
-
-
-def _endpoint(spaces: dict[str, dict[str, str]], out: Output) -> None:
-    hosts = sorted({(s["https_host"], s.get("https_port", "443")) for s in spaces.values() if s.get("https_host")})
-    out.key(0, "endpoint", None, "machines read their features and report here (docs/machine-protocol.md)")
-    out.key(2, "listen", "0.0.0.0")
-    out.key(2, "port", 8450)
-    host, port = hosts[0] if hosts else ("", "443")
-    if host:
-        url = f"https://{host}" + ("" if port == "443" else f":{port}")
-        out.key(2, "public_url", url, "Vcycle's https_host/https_port: a TLS proxy there must forward to port 8450")
-    else:
-        out.comment(2, "public_url: https://THIS-HOST  (Vcycle used this host's name on port 443: put a TLS proxy "
-                       "there forwarding to port 8450, or set tls_cert and tls_key)")
-    if len(hosts) > 1:
-        out.comment(2, f"other spaces' https_host/https_port not carried over: one endpoint serves every space ({hosts[1:]})")
-
-
-def _space(vcycle_name: str, options: dict[str, str], mts: dict[str, dict[str, str]],
-           space_pipes: dict[str, dict[str, str]], out: Output) -> None:
-    name = space_name(vcycle_name)
-    api = options.get("api", "").strip().lower()
-    backend = BACKENDS.get(api)
-    out.key(2, name, None, f"Vcycle's [space {vcycle_name}]" if name != vcycle_name else None)
-    if backend is None:
-        out.key(4, "backend", api or "unknown", f"Vcycle's api = {api}: no vacagent backend of that name")
-    else:
-        out.key(4, "backend", backend)
-    limit = options.get("processors_limit") or options.get("max_processors")
-    if limit:
-        out.key(4, "processors_limit", int(float(limit)))
-    else:
-        limits = [int(float(o["processors_limit"])) for o in mts.values() if o.get("processors_limit")]
-        if limits and len(limits) == len(mts) and mts:
-            out.key(4, "processors_limit", sum(limits), "Vcycle's space had none: the sum of its machinetypes' limits")
-        else:
-            out.comment(4, "processors_limit: required: Vcycle's space had none (set the most this space may use)")
-    if options.get("gocdb_sitename"):
-        out.key(4, "apel", {"gocdb_sitename": options["gocdb_sitename"]}, "APEL records, as Vcycle wrote them "
-                                                                          "(docs/accounting.md)")
-    out.key(4, "options", None if backend in BACKEND_OPTIONS else {})
-    used = set(BACKEND_OPTIONS[backend](name, options, out, 6)) if backend in BACKEND_OPTIONS else set()
-    for key in sorted(options):
-        if key in used or key in SPACE_KEYS:
-            continue
-        if key in SECRETS:
-            out.comment(4, f"{key}: not copied (a secret): see the credentials note under options")
-        elif DROPPED_SPACE.get(key):
-            out.comment(4, f"{key} = {options[key]}: not carried over: {DROPPED_SPACE[key]}")
-        else:
-            out.comment(4, f"{key} = {options[key]}: not carried over: not a Vcycle space option vacagent knows")
-    _pipes_and_machinetypes(vcycle_name, backend or api, mts, space_pipes, out)
-
-
-def _pipes_and_machinetypes(space: str, backend: str, mts: dict[str, dict[str, str]],
-                            space_pipes: dict[str, dict[str, str]], out: Output) -> None:
-    claimed: set[str] = set()
-    if space_pipes:
-        out.key(4, "pipes")
-    for prefix in sorted(space_pipes):
-        options = dict(space_pipes[prefix])
-        url = options.pop("vacuum_pipe_url", None)
-        out.lines.append(" " * 6 + "- " + f"source: {_scalar(url or '')}"
-                         + ("" if url else "  # vacuum_pipe_url missing: Vcycle would refuse this section"))
-        out.key(8, "prefix", space_name(prefix))
-        share = options.pop("target_share", None)
-        if share is not None:
-            out.key(8, "target_share", float(share), "a total, split among the pipe's machinetypes by their shares")
-        if options:
-            out.key(8, "overrides", None, "the section's other options, for every machinetype of the pipe")
-            machinetype_options(options, space, prefix, backend, out, 10)
-        mine = {mt: o for mt, o in mts.items() if mt.startswith(prefix + "-")}
-        if mine:
-            out.key(8, "suffix_overrides", None, f"from [machinetype {space} {prefix}-SUFFIX] sections: they win")
-            for mt in sorted(mine):
-                out.key(10, mt[len(prefix) + 1:])
-                machinetype_options(mine[mt], space, mt, backend, out, 12)
-        claimed |= set(mine)
-        out.comment(8, "Vcycle skips pipe machinetypes whose machine_model is not cernvm3 or vm-raw; vacagent runs "
-                       "them all")
-    rest = {mt: o for mt, o in mts.items() if mt not in claimed}
-    if rest:
-        out.key(4, "machinetypes")
-    for mt in sorted(rest):
-        out.key(6, space_name(mt))
-        options = rest[mt]
-        if "target_share" not in options:
-            out.key(8, "target_share", 0.0, "Vcycle's default: a machinetype with no share gets none")
-        machinetype_options(options, space, mt, backend, out, 8)
+def import_vcycle(sections: list[Section], files: list[str], site: str, default_host: str,
+                  vcycle_dir: Path, secrets_dir: Path) -> str:
+    """The YAML text of the converted configuration; ConfigError lists every unreadable option."""
+    return Importer(site, default_host, vcycle_dir, secrets_dir).convert(sections, files)

@@ -30,7 +30,7 @@ from pathlib import Path
 from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.errors import Permanent, Temporary
 from vacagent.model import Machine, MachineState
-from vacagent.state.atomic import read_json, write_json
+from vacagent.state.atomic import SECRET_MODE, create, make_dirs, read_json, write_json
 
 # Waits until the daemon has recorded the process (so that a daemon killed
 # between spawn and record never leaves an unlisted machine running: the
@@ -43,7 +43,7 @@ WRAPPER = (
     "term=; trap term=1 TERM; "
     'i=0; while [ ! -e process.json ]; do i=$((i+1)); [ "$i" -gt 40 ] && exit 111; sleep 0.05; done; '
     '[ -n "$term" ] && exit 143; cd work || exit 112; rc=0; "$@" || rc=$?; '
-    'echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
+    'umask 027; echo "$rc" > ../exit_status.tmp && mv ../exit_status.tmp ../exit_status; exit "$rc"'
 )
 ABANDONED_SECONDS = 60  # a directory with no process.json this old was never launched
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -75,6 +75,9 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
     return fields[0], int(fields[19])
+
+
+USER_DATA_MODE = 0o700  # owner only from the first byte (it holds the token); executable: it is the script
 
 
 class LocalBackend:
@@ -164,10 +167,12 @@ class LocalBackend:
             if machine is not None:
                 return machine
         workdir = directory / "work"
-        workdir.mkdir(parents=True, exist_ok=True)
+        make_dirs(workdir)
         script = directory / "user_data"
-        script.write_text(request.user_data)
-        script.chmod(0o700)
+        if script.exists():
+            script.unlink()  # a retried create: the user_data is made again, with its mode from the start
+        with os.fdopen(create(script, USER_DATA_MODE), "w") as f:  # it holds the machine's token
+            f.write(request.user_data)
         command = [str(script)] if request.user_data.startswith("#!") else ["/bin/sh", str(script)]
         env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": str(workdir)}
         env.update(request.environment)
@@ -178,9 +183,11 @@ class LocalBackend:
             VACAGENT_MACHINETYPE=request.machinetype.name,
         )
         log_path = request.log_path or directory / "console.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(log_path.parent)
         try:
-            with open(log_path, "ab") as log:
+            # What the machine prints may include its token: owner-only, like the user_data.
+            with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SECRET_MODE),
+                           "ab") as log:
                 child = subprocess.Popen(
                     ["/bin/sh", "-c", WRAPPER, "vacagent-machine", *command],
                     cwd=directory,

@@ -8,19 +8,27 @@ answering (docs/machine-protocol.md has the table):
     404  not /machines/<space>/<machine>/<kind>/<file>, unknown kind,
          unknown space, or a machine with no directory (live or finished)
     405  GET on joboutputs, PUT on features, any other method
+    429  the machine already has max_machine_requests requests waiting
     401  no bearer token, a malformed one, or one that does not verify
     403  a genuine token of another machine, or the machine's record is closed
+    408  the body did not arrive within body_timeout_seconds
     409  a symlink or non-regular file in the way (never followed)
-    413  body over its cap, or joboutputs over the machine's total cap
+    413  body over its cap, or joboutputs over the machine's total cap or file count
     404  GET of a feature key that does not exist
     200  GET: the feature's value;  204  PUT: stored
     500 / 507  the state directory failed (507: full), logged
+
+(and 503, before any of these, from `connections`: too many connections).
+Refusals of 408, 413 and 429 are counted in `/metrics` as cap hits too
+(`vacagent_endpoint_refused_total{reason}`).  No response carries a
+`Server` version banner or echoes anything the client sent.
 
 File I/O runs in a thread pool, so a slow (shared) filesystem never
 stalls the event loop, and the loop never stalls the decision cycle, which
 runs in threads of its own.  Tokens are never logged.
 
-Neighbours: `paths`, `machines`, `server` (runs this app), `metrics`.
+Neighbours: `paths`, `machines`, `connections` (the server it runs in),
+`server`, `metrics`.
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ from aiohttp import web
 from vacagent import logs
 from vacagent.clock import Clock
 from vacagent.endpoint import paths
+from vacagent.endpoint.connections import SERVER_HEADER
 from vacagent.endpoint.machines import Directory
 from vacagent.endpoint.paths import Refused
 from vacagent.metrics import Metrics
 from vacagent.state.store import SHUTDOWN_MESSAGE
 
 log = logs.get("vacagent.endpoint")
+IO_SLOTS_PER_MACHINE = 2
 
 
 def bearer(header: str | None) -> str | None:
@@ -62,13 +72,37 @@ class Endpoint:
         self.pool = pool
         self.up_since = clock.now()
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics_page)
-        app.router.add_route("*", "/machines/{tail:.*}", self.machines)
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
-        return app
+        self.busy: set[Any] = set()  # connections handling a request: `connections` evicts only idle ones
+        self._waiting: dict[tuple[str, str], int] = {}  # (space, machine) -> its requests handled now
+        self._slots: dict[tuple[str, str], asyncio.Semaphore] = {}  # (space, machine) -> its I/O threads
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request: one of the four routes, marked busy while it is handled."""
+        self.busy.add(request.protocol)
+        try:
+            path = request.path  # decoded, absolute-form reduced: only to pick the route; `paths` checks raw_path
+            if path.startswith(paths.PREFIX):
+                response = await self.machines(request)
+            elif path in self._pages:
+                if request.method in ("GET", "HEAD"):
+                    response = await self._pages[path](request)
+                else:
+                    response = web.Response(status=405, text="GET only\n", headers={"Allow": "GET, HEAD"})
+            else:
+                response = await self.not_found(request)
+        finally:
+            self.busy.discard(request.protocol)
+        response.headers["Server"] = SERVER_HEADER
+        return response
+
+    @property
+    def _pages(self) -> dict[str, Callable[[web.BaseRequest], Any]]:
+        return {"/healthz": self.healthz, "/metrics": self.metrics_page}
+
+    def refused(self, reason: str) -> None:
+        """A cap hit: counted by reason in /metrics."""
+        if self.metrics is not None:
+            self.metrics.endpoint_refused(reason)
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -77,7 +111,7 @@ class Endpoint:
         if self.metrics is not None:
             self.metrics.endpoint_request(route, status, self.clock.now() - started)
 
-    async def machines(self, request: web.Request) -> web.StreamResponse:
+    async def machines(self, request: web.BaseRequest) -> web.StreamResponse:
         started = self.clock.now()
         route, target = "invalid", None
         try:
@@ -94,7 +128,7 @@ class Endpoint:
                              message=body[:200].decode("utf-8", "replace").strip())
                 response = web.Response(status=204)
             else:
-                data = await self._io(self.directory.get, target, token)
+                data = await self._machine_io(target, self.directory.get, target, token)
                 response = web.Response(body=data, content_type="text/plain")
         except Refused as e:
             response = self._refuse(request, e, target)
@@ -108,20 +142,50 @@ class Endpoint:
         self._count(route, response.status, started)
         return response
 
-    async def _put(self, request: web.Request, target: paths.Target, token: str | None) -> bytes:
+    async def _machine_io(self, target: paths.Target, fn: Callable[..., Any], *args: Any) -> Any:
+        """An I/O trip for the machine `target` names: at most IO_SLOTS_PER_MACHINE of its trips
+        hold I/O threads at once, the next wait here (holding no thread), and beyond
+        max_machine_requests waiting, 429.  So a machine looping over PUTs never takes the
+        threads every other machine's requests need."""
+        key = (target.space, target.machine)
+        waiting = self._waiting.get(key, 0)
+        if waiting >= self.directory.settings.max_machine_requests:
+            raise Refused(429, f"this machine already has {waiting} requests waiting", cap="machine_requests")
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(IO_SLOTS_PER_MACHINE)
+        self._waiting[key] = waiting + 1
+        try:
+            async with slots:
+                return await self._io(fn, *args)
+        finally:
+            left = self._waiting[key] - 1
+            if left:
+                self._waiting[key] = left
+            else:
+                del self._waiting[key], self._slots[key]
+
+    async def _body(self, request: web.BaseRequest, cap: int) -> bytes:
+        try:
+            return await asyncio.wait_for(_read_body(request, cap), self.directory.settings.body_timeout_seconds)
+        except asyncio.TimeoutError:
+            raise Refused(408, f"the body did not arrive within {self.directory.settings.body_timeout_seconds}s",
+                          cap="body_timeout") from None
+
+    async def _put(self, request: web.BaseRequest, target: paths.Target, token: str | None) -> bytes:
         small = self.directory.settings.max_message_bytes
         if request.content_length is not None and request.content_length <= small:
             # A heartbeat or a shutdown message: read it (a few KiB at most, even for
             # a stranger) and check and write in one trip to the I/O threads.
-            body = await _read_body(request, small)
-            await self._io(self.directory.put, target, token, body, self.clock.now())
+            body = await self._body(request, small)
+            await self._machine_io(target, self.directory.put, target, token, body, self.clock.now())
             return body
-        machine = await self._io(self.directory.authorize, target.space, target.machine, token)
-        body = await _read_body(request, self.directory.cap(machine, target.key))
-        await self._io(self.directory.write, machine, target.key, body, self.clock.now())
+        machine = await self._machine_io(target, self.directory.authorize, target.space, target.machine, token)
+        body = await self._body(request, self.directory.cap(machine, target.key))
+        await self._machine_io(target, self.directory.write, machine, target.key, body, self.clock.now())
         return body
 
-    def _refuse(self, request: web.Request, refusal: Refused, target: paths.Target | None) -> web.Response:
+    def _refuse(self, request: web.BaseRequest, refusal: Refused, target: paths.Target | None) -> web.Response:
         headers = {}
         if refusal.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="vacagent"'
@@ -132,9 +196,14 @@ class Endpoint:
         emit("endpoint request refused", status=refusal.status, reason=refusal.reason, method=request.method,
              space=target.space if target else None, machine=target.machine if target else None,
              peer=request.remote)
-        return web.Response(status=refusal.status, text=refusal.reason + "\n", headers=headers)
+        if refusal.cap:
+            self.refused(refusal.cap)
+        response = web.Response(status=refusal.status, text=refusal.reason + "\n", headers=headers)
+        if request.method == "PUT":
+            response.force_close()  # the body may be unread: never linger reading it
+        return response
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def healthz(self, request: web.BaseRequest) -> web.Response:
         started = self.clock.now()
         ok = await self._io(os.access, self.directory.spaces.parent, os.W_OK)
         status = 200 if ok else 503
@@ -142,7 +211,7 @@ class Endpoint:
         self._count("healthz", status, started)
         return web.Response(status=status, text=json.dumps(body) + "\n", content_type="application/json")
 
-    async def metrics_page(self, request: web.Request) -> web.Response:
+    async def metrics_page(self, request: web.BaseRequest) -> web.Response:
         started = self.clock.now()
         if self.metrics is None:
             self._count("metrics", 404, started)
@@ -151,15 +220,15 @@ class Endpoint:
         self._count("metrics", 200, started)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def not_found(self, request: web.Request) -> web.Response:
+    async def not_found(self, request: web.BaseRequest) -> web.Response:
         self._count("other", 404, self.clock.now())
         return web.Response(status=404, text="no such resource\n")
 
 
-async def _read_body(request: web.Request, cap: int) -> bytes:
+async def _read_body(request: web.BaseRequest, cap: int) -> bytes:
     length = request.content_length
     if length is not None and length > cap:
-        raise Refused(413, f"body larger than {cap} bytes")
+        raise Refused(413, f"body larger than {cap} bytes", cap="body_bytes")
     if length == 0:
         return b""
     if length is not None:
@@ -171,6 +240,6 @@ async def _read_body(request: web.Request, cap: int) -> bytes:
     while chunk := await request.content.read(65536):
         size += len(chunk)
         if size > cap:
-            raise Refused(413, f"body larger than {cap} bytes")
+            raise Refused(413, f"body larger than {cap} bytes", cap="body_bytes")
         chunks.append(chunk)
     return b"".join(chunks)

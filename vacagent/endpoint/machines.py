@@ -12,7 +12,8 @@ Writes are atomic (a temporary file in joboutputs/, renamed over the
 target) and stamped with the endpoint's clock, so the heartbeat time the
 cycle reads (the file's mtime) is when the endpoint accepted the PUT.  A
 small file PUT again with the very same body only gets its time updated
-(utime is atomic too): the usual heartbeat then costs no new inode, which
+(utime is atomic too; never on a file with another hard link, whose other
+name may be another machine's heartbeat): the usual heartbeat then costs no new inode, which
 on some disks is most of a request's cost (benchmarks/endpoint.py).  Only
 shutdown_message is fsynced: it steers the machinetype's backoff and must
 survive a crash, while a heartbeat lost in a crash is replaced by the next
@@ -42,6 +43,7 @@ from vacagent import tokens
 from vacagent.config import EndpointSettings
 from vacagent.endpoint.paths import Refused, Target
 from vacagent.model import NAME_RE
+from vacagent.state.atomic import FILE_MODE
 from vacagent.state.store import SHUTDOWN_MESSAGE
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -124,7 +126,7 @@ class Directory:
         machine = self.authorize(target.space, target.machine, token)
         cap = self.cap(machine, target.key)
         if len(body) > cap:
-            raise Refused(413, f"body larger than {cap} bytes")
+            raise Refused(413, f"body larger than {cap} bytes", cap="body_bytes")
         self.write(machine, target.key, body, now)
 
     def find(self, space: str, name: str) -> Machine | None:
@@ -239,9 +241,10 @@ class Directory:
 
     def _check_room(self, jfd: int, key: str, size: int) -> int | None:
         """Refuse a write that would exceed the machine's total cap; the target's current size."""
-        total, current = size, None
+        total, current, count = size, None, 0
         with os.scandir(jfd) as entries:
             for entry in entries:
+                count += 1
                 st = entry.stat(follow_symlinks=False)
                 if entry.name == key:
                     if not stat.S_ISREG(st.st_mode):
@@ -249,8 +252,12 @@ class Directory:
                     current = st.st_size  # about to be replaced: not counted
                     continue
                 total += st.st_size
+        if current is None and count >= self.settings.max_joboutputs_files:
+            raise Refused(413, f"joboutputs holds {count} files, the most one machine may have",
+                          cap="joboutputs_files")
         if total > self.settings.max_joboutputs_bytes:
-            raise Refused(413, f"joboutputs would hold {total} bytes, more than {self.settings.max_joboutputs_bytes}")
+            raise Refused(413, f"joboutputs would hold {total} bytes, more than {self.settings.max_joboutputs_bytes}",
+                          cap="joboutputs_bytes")
         return current
 
 
@@ -263,7 +270,9 @@ def _touch_if_unchanged(dir_fd: int, key: str, body: bytes, mtime: float) -> boo
         return False  # absent, or a symlink: the full path decides
     try:
         st = os.fstat(fd)  # again: the file may have been replaced since the directory was read
-        if not stat.S_ISREG(st.st_mode) or st.st_size != len(body) or (body and os.read(fd, len(body) + 1) != body):
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != len(body):
+            return False  # a hard link's other name (another machine's heartbeat?) must never be touched
+        if body and os.read(fd, len(body) + 1) != body:
             return False
         os.utime(fd, (mtime, mtime))
         return True
@@ -273,7 +282,7 @@ def _touch_if_unchanged(dir_fd: int, key: str, body: bytes, mtime: float) -> boo
 
 def _atomic_write(dir_fd: int, key: str, body: bytes, mtime: float, durable: bool) -> None:
     tmp = f".{key}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
         try:
             view = memoryview(body)

@@ -25,12 +25,14 @@ MAX_TARGET = 512  # longer than any valid path: /machines/ + 63 + 63 + 15 + 64 +
 
 
 class Refused(Exception):
-    """A request answered with an error status; `reason` goes in the body (never a secret)."""
+    """A request answered with an error status; `reason` goes in the body (never a secret);
+    `cap` names the limit it hit, if any (counted in /metrics)."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, cap: str | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.cap = cap
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Neighbours: `app` (the handlers), `daemon` (starts and stops it).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from vacagent import logs
 from vacagent.clock import Clock
 from vacagent.config import EndpointSettings
 from vacagent.endpoint.app import Endpoint
+from vacagent.endpoint.connections import BoundedServer, connection_cap
 from vacagent.endpoint.machines import Directory
 from vacagent.errors import ConfigError
 from vacagent.metrics import Metrics
@@ -33,6 +36,8 @@ from vacagent.state import uptime
 
 log = logs.get("vacagent.endpoint")
 IO_THREADS = 8
+ACCEPT_BACKLOG = 16  # accepted per loop turn; a few turns of these can be open before the caps close them
+KERNEL_BACKLOG = 4096
 
 
 def tls_context(settings: EndpointSettings) -> ssl.SSLContext | None:
@@ -48,6 +53,17 @@ def tls_context(settings: EndpointSettings) -> ssl.SSLContext | None:
     return context
 
 
+def _deepen_queue(fd: int) -> None:
+    """Give the kernel's queue of connections not yet accepted KERNEL_BACKLOG places.
+
+    asyncio passes one number as both the listen() backlog and how many
+    connections it accepts in one go; the second must stay small (each is a
+    file descriptor before the caps can close it), the first large, or a
+    flood fills it and a machine's connection waits a whole SYN retry (1 s)."""
+    with socket.socket(fileno=os.dup(fd)) as listening:
+        listening.listen(KERNEL_BACKLOG)
+
+
 class EndpointServer:
     def __init__(self, settings: EndpointSettings, state_dir: Path, clock: Clock, metrics: Metrics | None = None):
         self.settings = settings
@@ -55,6 +71,7 @@ class EndpointServer:
         self.clock = clock
         self.metrics = metrics
         self.port: int | None = None  # the port actually bound
+        self.max_connections: int | None = None  # the connection cap in force (file limit considered)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="endpoint-io")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -86,7 +103,7 @@ class EndpointServer:
             log.error("cannot record when the endpoint came up", file=self.state_dir / uptime.FILE, why=e.strerror,
                       then="heartbeats are counted without the grace of this start")
         log.info("endpoint listening", listen=f"{self.settings.listen}:{self.port}", url=self.public_url,
-                 tls=bool(context) or None)
+                 tls=bool(context) or None, max_connections=self.max_connections)
 
     def _serve(self, context: ssl.SSLContext | None) -> None:
         loop = self._loop = asyncio.new_event_loop()
@@ -107,15 +124,26 @@ class EndpointServer:
 
     async def _bind(self, context: ssl.SSLContext | None) -> None:
         endpoint = Endpoint(Directory(self.state_dir, self.settings), self.clock, self.metrics, self._pool)
-        self._runner = web.AppRunner(endpoint.app(), access_log=None, handle_signals=False)
+        self.max_connections = connection_cap(self.settings.max_connections)
+        server = BoundedServer(endpoint.handle, max_connections=self.max_connections,
+                               max_per_address=self.settings.max_connections_per_address, refused=endpoint.refused,
+                               keepalive_timeout=self.settings.idle_timeout_seconds, lingering_time=0,
+                               access_log=None)
+        endpoint.busy = server.busy
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
+        # The backlog is also how many connections asyncio accepts in one go: keep it
+        # well below the file descriptors held in reserve (connections.FD_RESERVE);
+        # the kernel's queue is deepened once listening (_deepen_queue).
         site = web.TCPSite(self._runner, self.settings.listen, self.settings.port, ssl_context=context,
-                           backlog=1024, reuse_address=True)
+                           backlog=ACCEPT_BACKLOG, reuse_address=True)
         try:
             await site.start()
         except BaseException:
             await self._runner.cleanup()
             raise
+        for listening in site._server.sockets if site._server else ():
+            _deepen_queue(listening.fileno())
         self.port = self._runner.addresses[0][1]
 
     def stop(self) -> None:

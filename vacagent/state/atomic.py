@@ -7,6 +7,12 @@ lines whole between processes on a local or shared filesystem, under an
 flock so that a line is never torn: a short write (a full disk) is completed
 or rolled back, and the torn tail a crash left is cut off before the next
 line goes on.  `read_lines` skips a torn or unreadable line and says so.
+
+Modes: every file is created with its final mode from the first byte
+(os.open with the mode, never a chmod after the data is in), which the
+process's umask may make stricter, never looser: FILE_MODE (0640) for state,
+SECRET_MODE (0600) for what holds a token or user_data, and DIR_MODE (0750)
+for every directory made here, parents included (`make_dirs`).
 """
 
 from __future__ import annotations
@@ -14,13 +20,30 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
 from vacagent import crashpoints, logs
 
 log = logs.get("vacagent.state")
+
+FILE_MODE = 0o640
+SECRET_MODE = 0o600
+DIR_MODE = 0o750
+
+
+def make_dirs(path: Path | str) -> None:
+    """mkdir -p with DIR_MODE for every directory it makes (os.makedirs gives parents 0777)."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,15 +54,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def create(path: Path | str, mode: int = FILE_MODE, exclusive: bool = True) -> int:
+    """A new file's descriptor, opened for writing with `mode` from the start (umask applies)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    return os.open(path, flags, mode)
+
+
+def write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    make_dirs(path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(create(tmp, mode), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -50,7 +78,7 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     _fsync_dir(path.parent)
 
 
-def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
     write_bytes(path, text.encode("utf-8"), mode)
 
 
@@ -58,7 +86,7 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
-def write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
+def write_json(path: Path, obj: Any, mode: int = FILE_MODE) -> None:
     write_text(path, dumps(obj), mode)
 
 
@@ -82,9 +110,9 @@ def _end_of_last_line(fd: int, size: int) -> int:
 
 def append_line(path: Path, obj: Any, crash_point: str | None = None) -> None:
     """Append one JSON line whole, or nothing (OSError); `crash_point`: its name in `crashpoints`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     line = (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: to find a torn tail
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)  # read: to find a torn tail
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # one appender at a time may repair or roll back
         size = os.fstat(fd).st_size

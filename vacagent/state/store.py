@@ -33,6 +33,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import stat
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,13 +43,31 @@ from vacagent import apel as apel_records
 from vacagent import crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
-from vacagent.state.atomic import append_line, read_json, read_lines, write_json, write_text
+from vacagent.state.atomic import (
+    FILE_MODE, append_line, create, make_dirs, read_json, read_lines, write_json, write_text,
+)
 
 SHUTDOWN_MESSAGE = "shutdown_message"
+MESSAGE_BYTES = 1024  # of a shutdown message, the most the cycle reads
 JOB_SECONDS = "job_seconds"  # seconds the machine spent running jobs so far, as it reports them
 JOBS_STARTED = "jobs_started"  # reserved joboutputs names: docs/machine-protocol.md
 DEMAND = "demand"
 STAMP = "records.stamp"
+
+
+def _read_output(path: str) -> tuple[str | None, float | None]:
+    """(text, mtime) of a file a machine wrote, or (None, None) if it is absent or not a plain file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None, None  # absent, or a symlink (ELOOP): never followed
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None, None
+        return os.read(fd, MESSAGE_BYTES).decode("utf-8", "replace"), st.st_mtime
+    finally:
+        os.close(fd)
 
 
 def day(t: float) -> str:
@@ -71,12 +90,8 @@ class Outputs:
 
 def _count(path: str) -> tuple[int | None, float | None]:
     """A joboutputs file holding one integer >= 0: (value, mtime); (None, None) if absent or not a count."""
-    try:
-        with open(path, "rb") as f:
-            at = os.fstat(f.fileno()).st_mtime
-            text = f.read(32).split()
-    except (FileNotFoundError, NotADirectoryError):
-        return None, None
+    content, at = _read_output(path)
+    text = (content or "")[:32].split()
     if len(text) != 1 or not text[0].isdigit():
         return None, None
     return int(text[0]), at
@@ -138,7 +153,7 @@ def _write_apel(spec: dict[str, Any]) -> None:
         write_text(archive, spec["text"])
         crashpoints.reached("after_apel_archive")
     if staging is not None and staging.exists():
-        Path(outgoing).parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(Path(outgoing).parent)
         os.rename(staging, outgoing)
         crashpoints.reached("after_apel_outgoing")
 
@@ -221,7 +236,7 @@ class SpaceStore:
         """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>:
         the machine is then adopted (if listed) as one with no record; nothing else waits on it."""
         target = self.root / "quarantine" / f"{name}.{int(now)}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent)
         self._claim()
         os.rename(self.machine_dir(name), target)
         self.damaged.pop(name, None)
@@ -250,7 +265,7 @@ class SpaceStore:
     def write_intent(self, record: MachineRecord, files: dict[str, str] | None = None) -> Path:
         """Create the machine's directory and record; fails if the name exists."""
         path = self.machine_dir(record.name)
-        self.machines_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.machines_dir)
         self._claim()
         tmp = f"{self._machines_prefix}.{record.name}.intent"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -270,14 +285,14 @@ class SpaceStore:
     def _build_intent(tmp: str, record: MachineRecord, files: dict[str, str]) -> None:
         made = {""}
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
-            os.makedirs(os.path.join(tmp, sub))
+            make_dirs(os.path.join(tmp, sub))
             made.add(sub)
         for relative, text in files.items():
             parent = os.path.dirname(relative)
             if parent not in made:
-                os.makedirs(os.path.join(tmp, parent), exist_ok=True)
+                make_dirs(os.path.join(tmp, parent))
                 made.add(parent)
-            with open(os.path.join(tmp, relative), "w") as f:
+            with os.fdopen(create(os.path.join(tmp, relative)), "w") as f:
                 f.write(text)
         write_json(Path(tmp) / "machine.json", record_to_json(record))
 
@@ -289,18 +304,19 @@ class SpaceStore:
 
     def outputs(self, name: str, heartbeat_file: str | None) -> Outputs:
         """The machine's shutdown message, heartbeat time (file modification times) and its
-        `jobs_started` and `demand` counts (a file that is not one integer counts as absent)."""
+        `jobs_started` and `demand` counts (a file that is not one integer counts as absent).
+
+        What a machine wrote is read defensively (`_read_output`): a file that is not a
+        regular file with one link (a FIFO, a symlink, a device, a hard link to someone
+        else's file) is ignored, never opened in a way that could block; at most
+        MESSAGE_BYTES are read.  The heartbeat counts only as a regular file."""
         directory = f"{self._machines_prefix}{name}{os.sep}joboutputs{os.sep}"
-        message = message_at = heartbeat_at = None
-        try:
-            message_at = os.stat(directory + SHUTDOWN_MESSAGE).st_mtime
-            with open(directory + SHUTDOWN_MESSAGE, errors="replace") as f:
-                message = f.read(1024)
-        except FileNotFoundError:
-            message_at = None
+        message, message_at = _read_output(directory + SHUTDOWN_MESSAGE)
+        heartbeat_at = None
         if heartbeat_file:
             try:
-                heartbeat_at = os.stat(directory + heartbeat_file).st_mtime
+                st = os.stat(directory + heartbeat_file, follow_symlinks=False)
+                heartbeat_at = st.st_mtime if stat.S_ISREG(st.st_mode) else None
             except FileNotFoundError:
                 pass
         jobs_started, jobs_started_at = _count(directory + JOBS_STARTED)
@@ -310,17 +326,14 @@ class SpaceStore:
 
     @staticmethod
     def _job_seconds(joboutputs: str) -> float | None:
-        try:
-            with open(joboutputs + JOB_SECONDS, errors="replace") as f:
-                return parse_job_seconds(f.read(64))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        text, _ = _read_output(joboutputs + JOB_SECONDS)
+        return None if text is None else parse_job_seconds(text[:64])
 
     def write_shutdown_message(self, name: str, message: str) -> bool:
         """Leave our message for a machine we end, unless it left its own.  True if written."""
         path = self.machine_dir(name) / "joboutputs" / SHUTDOWN_MESSAGE
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = create(path, FILE_MODE)
         except FileExistsError:
             return False
         except FileNotFoundError:
@@ -386,7 +399,7 @@ class SpaceStore:
         source = self.machine_dir(name)
         if source.exists():
             target = self.root / journal["finished"]
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(target.parent)
             write_json(source / "machine.json", journal["record"])
             os.rename(source, target)
         crashpoints.reached("after_finished")
