@@ -8,6 +8,7 @@
     vacagent simulate  run policies on a simulated lab and compare them (no cloud, no config)
     vacagent usage     how much of the lab's time was useful, per project and lab-wide
     vacagent health    one week's health and whether it compares with another week
+    vacagent import-vcycle  a Vcycle configuration as a vacagent site configuration
 
 Every command takes `--config FILE` (default /etc/vacagent/vacagent.yaml,
 or $VACAGENT_CONFIG).
@@ -21,7 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vacagent import __version__, config, cycle, definitions, health, logs, status, usage
+from vacagent import (__version__, config, cycle, definitions, health, logs, status, usage, validate_offline,
+                      vcycle_import)
 from vacagent.backends.registry import BACKENDS
 from vacagent.clock import SystemClock
 from vacagent.config import PipeSettings, SpaceSettings
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "https URL): check that pipe alone. Exit status 1 on any error.")
     _config_argument(p)
     p.add_argument("pipe", nargs="?", metavar="PIPE_FILE_OR_URL", help="a vacuum pipe to check on its own")
+    p.add_argument("--offline", action="store_true",
+                   help="check the configuration, every local file and every definition readable without network; "
+                        "fetch no remote pipe, contact no cloud, and list what was not checked")
     p.add_argument("--prefix", default="pipe", help="machinetype name prefix for PIPE (default: pipe)")
 
     p = sub.add_parser("simulate", help="run policies on a simulated lab and compare them",
@@ -166,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--week", metavar="ISO-WEEK", help="the week to report, e.g. 2026-W48 (default: this week)")
     p.add_argument("--compare", metavar="ISO-WEEK", help="the week to compare with (default: the week before)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("import-vcycle", help="convert a Vcycle configuration to a vacagent site configuration",
+                       description="Read a Vcycle configuration as Vcycle does (FILEs, or DIRs of *.conf, in the "
+                                   "order given; default /var/lib/vcycle/shared/vcycle.d, /etc/vcycle.d, "
+                                   "/etc/vcycle.conf) and print a vacagent site configuration (YAML), with a "
+                                   "comment on every option not carried over and why. Secrets are never copied: "
+                                   "the comments say where to put them. Then: vacagent validate --offline.")
+    p.add_argument("paths", nargs="*", metavar="FILE|DIR")
     return parser
 
 
@@ -192,6 +205,14 @@ def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     now = SystemClock().now()
+    if args.offline:
+        if args.pipe and config.resolve_location(args.pipe, Path.cwd()).startswith(("http://", "https://")):
+            print(f"{args.pipe}: not checked: remote (--offline)")
+            return 0
+        if not args.pipe:
+            ok, lines = validate_offline.validate(args.config, now)
+            print("\n".join(lines))
+            return 0 if ok else 1
     with tempfile.TemporaryDirectory() as cache:
         fetcher = Fetcher(Path(cache))
         if args.pipe:
@@ -216,7 +237,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     clock = SystemClock()
     failed = 0
     for space_settings in settings.spaces.values():
@@ -258,10 +279,11 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        level = config.load(args.config).log_level
+        settings = config.load(args.config)
+        level, form = settings.log_level, settings.log_format
     except ConfigError:
-        level = "info"  # the daemon reports the error itself
-    logs.setup(level)
+        level, form = "info", "kv"  # the daemon reports the error itself
+    logs.setup(level, form)
     return Daemon(args.config).run()
 
 
@@ -321,9 +343,19 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_vcycle(args: argparse.Namespace) -> int:
+    paths = vcycle_import.files(args.paths or vcycle_import.DEFAULT_FILES)
+    if not paths:
+        print(f"vacagent import-vcycle: no Vcycle configuration in {', '.join(args.paths or vcycle_import.DEFAULT_FILES)}",
+              file=sys.stderr)
+        return 2
+    sys.stdout.write(vcycle_import.convert(vcycle_import.read(paths), [str(p) for p in paths]))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "once": cmd_once, "status": cmd_status, "why": cmd_why, "validate": cmd_validate,
             "simulate": cmd_simulate, "usage": cmd_usage,
-            "health": cmd_health}
+            "health": cmd_health, "import-vcycle": cmd_import_vcycle}
 
 
 def main(argv: list[str] | None = None) -> int:

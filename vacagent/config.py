@@ -88,6 +88,7 @@ class Settings:
     finished_retention_days: float = 7.0
     decisions_max_bytes: int = 10_000_000
     log_level: str = "info"
+    log_format: str = "kv"  # kv: key=value lines; json: one JSON object a line (vacagent.logs)
     files: tuple[str, ...] = ()
     endpoint: EndpointSettings | None = None  # None: no endpoint; machines get local paths
 
@@ -271,6 +272,7 @@ def load(main: Path | str | None = None) -> Settings:
         finished_retention_days=float(merged.get("finished_retention_days", 7)),
         decisions_max_bytes=int(merged.get("decisions_max_bytes", 10_000_000)),
         log_level=merged.get("log_level", "info"),
+        log_format=merged.get("log_format", "kv"),
         files=tuple(str(p) for p in files),
         endpoint=endpoint,
     )

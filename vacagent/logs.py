@@ -6,10 +6,14 @@
 prints `... info machine created space=lab machine=demo-alpha-1f2e3d4c`.
 Values with spaces or quotes are quoted.  Under systemd (JOURNAL_STREAM
 set) the timestamp is left to journald.  Never pass secrets as fields.
+With `log_format: json` (for log shippers: VictoriaLogs, Loki, ...) each
+line is one JSON object with the same fields, plus `time`, `level` and
+`message`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -43,6 +47,20 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message, then the event's fields (as key=value lines have)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                "message": record.getMessage()}
+        for key, value in getattr(record, "kv", {}).items():
+            if value is not None and key not in line:
+                line[key] = value if isinstance(value, (bool, int, float)) else str(value)
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
 class EventLogger:
     def __init__(self, logger: logging.Logger):
         self.logger = logger
@@ -68,11 +86,14 @@ def get(name: str) -> EventLogger:
     return EventLogger(logging.getLogger(name))
 
 
-def setup(level: str = "info") -> None:
+def setup(level: str = "info", format: str = "kv") -> None:
     logger = logging.getLogger(ROOT)
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
+    if format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(KeyValueFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False

@@ -13,6 +13,15 @@ same events as log lines and as series.
     vacagent_machines_deleted_total{space,machinetype,reason}
     vacagent_machines_finished_total{space,machinetype,code}   code "none": no shutdown message
     vacagent_cycle_duration_seconds{space}               histogram
+    vacagent_ledger_processor_seconds_total{space,machinetype,phase}   finished machines' ledger
+    vacagent_ledger_live_processor_seconds{space,machinetype,phase}    open machines' ledger so far
+    vacagent_backend_requests_total{space,backend,operation,outcome}   outcome: ok, capacity, quota,
+                                                         temporary, permanent, not_found, error
+    vacagent_backend_request_duration_seconds{backend,operation}       histogram
+    vacagent_heartbeat_age_seconds{space,machinetype}    oldest heartbeat of a machine past fizzle_seconds
+    vacagent_heartbeats_late{space,machinetype}          such machines whose heartbeat is late
+    vacagent_backoff{space,machinetype}                  1 while the machinetype backs off, else 0
+    vacagent_backoff_consecutive_aborts{space,machinetype}
     vacagent_cycle_failures_total{space}
     vacagent_endpoint_requests_total{route,status}       route: machinefeatures, jobfeatures,
                                                          joboutputs, healthz, metrics, invalid, other
@@ -61,6 +70,23 @@ class Metrics:
                                         ["space"], registry=r,
                                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.cycle_failures = Counter("vacagent_cycle_failures", "Cycles that failed", ["space"], registry=r)
+        self.ledger = Counter("vacagent_ledger_processor_seconds", "Processor-seconds of finished machines by "
+                              "ledger phase (docs/ledger.md)", ["space", "machinetype", "phase"], registry=r)
+        self.ledger_live = Gauge("vacagent_ledger_live_processor_seconds", "Processor-seconds so far of open "
+                                 "machines by ledger phase", ["space", "machinetype", "phase"], registry=r)
+        self.backend_requests = Counter("vacagent_backend_requests", "Backend (cloud API) calls by outcome",
+                                        ["space", "backend", "operation", "outcome"], registry=r)
+        self.backend_duration = Histogram("vacagent_backend_request_duration_seconds", "Backend call duration",
+                                          ["backend", "operation"], registry=r,
+                                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.heartbeat_age = Gauge("vacagent_heartbeat_age_seconds", "Age of the oldest heartbeat of a running "
+                                   "machine past fizzle_seconds", ["space", "machinetype"], registry=r)
+        self.heartbeats_late = Gauge("vacagent_heartbeats_late", "Running machines whose heartbeat is older "
+                                     "than heartbeat_seconds", ["space", "machinetype"], registry=r)
+        self.backoff = Gauge("vacagent_backoff", "1 while the machinetype is in backoff", ["space", "machinetype"],
+                             registry=r)
+        self.backoff_aborts = Gauge("vacagent_backoff_consecutive_aborts", "Consecutive aborts of the machinetype",
+                                    ["space", "machinetype"], registry=r)
         self.requests = Counter("vacagent_endpoint_requests", "Endpoint requests by route and status",
                                 ["route", "status"], registry=r)
         self.request_duration = Histogram("vacagent_endpoint_request_duration_seconds",
@@ -93,6 +119,19 @@ class Metrics:
             self.processors.remove(space, machinetype)
         self._series[space] = current
 
+    def cycle_seen(self, space: str, decision: Mapping[str, Any], machinetypes: set[str]) -> None:
+        """The per-machinetype gauges from one decision record: live ledger, heartbeats, backoff."""
+        for mt, phases in decision.get("ledger_live", {}).items():
+            for phase, value in phases.items():
+                self.ledger_live.labels(space, mt, phase).set(value)
+        for mt in machinetypes:
+            beats = decision.get("heartbeats", {}).get(mt, {})
+            self.heartbeat_age.labels(space, mt).set(beats.get("max_age", 0))
+            self.heartbeats_late.labels(space, mt).set(beats.get("late", 0))
+            backoff = decision.get("backoff", {}).get(mt)
+            self.backoff.labels(space, mt).set(1 if backoff else 0)
+            self.backoff_aborts.labels(space, mt).set(backoff["consecutive_aborts"] if backoff else 0)
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -118,10 +157,18 @@ class MetricsReporter(LogReporter):
         super().machine_closed(space, accounting)
         code = accounting.get("code")
         self.metrics.finished.labels(space, accounting["machinetype"], str(code) if code else "none").inc()
+        for phase, value in accounting.get("ledger_processor_seconds", {}).items():
+            self.metrics.ledger.labels(space, accounting["machinetype"], phase).inc(value)
+
+    def backend_request(self, space: str, backend: str, operation: str, outcome: str, seconds: float) -> None:
+        self.metrics.backend_requests.labels(space, backend, operation, outcome).inc()
+        self.metrics.backend_duration.labels(backend, operation).observe(seconds)
 
     def cycle_done(self, space: str, decision: Mapping[str, Any]) -> None:
         super().cycle_done(space, decision)
         self.metrics.machines_seen(space, decision["machinetypes"])
+        known = set(decision["machinetypes"]) | set(decision.get("held", {})) | set(decision.get("backoff", {}))
+        self.metrics.cycle_seen(space, decision, known)
         # The decision carries the cycle's start time (its `now`).
         self.metrics.cycle_duration.labels(space).observe(max(0.0, self.clock.now() - decision["time"]))
 

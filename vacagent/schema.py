@@ -187,6 +187,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "finished_retention_days": {"type": "number", "minimum": 0},
         "decisions_max_bytes": _positive,
         "log_level": {"enum": ["debug", "info", "warning", "error"]},
+        "log_format": {"enum": ["kv", "json"]},
         "endpoint": ENDPOINT_SCHEMA,
         "spaces": {
             "type": "object",
