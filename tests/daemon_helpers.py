@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
@@ -126,6 +127,21 @@ def orphans(site: str, state_dir: Path) -> set[str]:
     return set(processes_of_site(site, scripts_only=True)) & suspects - open_records(state_dir)
 
 
+def stale_records(site: str, state_dir: Path, intent_grace: float, space: str = "lab") -> list[str]:
+    """Open records whose machine has been gone for more than a few cycles (read after a daemon ran)."""
+    now = time.time()
+    live = processes_of_site(site)
+    stale = []
+    for name in open_records(state_dir, space) - set(live):
+        record = machine_json(state_dir, name, space)
+        exited = state_dir / "local" / space / name / "exit_status"
+        quiet_since = max(record["created"] + intent_grace, record.get("deleting_since") or 0,
+                          exited.stat().st_mtime if exited.exists() else 0)
+        if now - quiet_since > 3:
+            stale.append(name)
+    return stale
+
+
 def faults(site: str, state_dir: Path, intent_grace: float, space: str = "lab") -> dict[str, list]:
     """What must never happen, read from the host and the state directory after a daemon stopped:
     orphans, machines closed twice, finished machines with no accounting line (or lines of
@@ -133,22 +149,12 @@ def faults(site: str, state_dir: Path, intent_grace: float, space: str = "lab") 
     lines = accounting(state_dir)
     names = [line["machine"] for line in lines]
     finished = finished_names(state_dir, space)
-    live = processes_of_site(site)
-    now = time.time()
-    stale = []
-    for name in open_records(state_dir, space) - set(live):
-        record = machine_json(state_dir, name, space)
-        native = state_dir / "local" / space / name
-        exited = native / "exit_status"
-        quiet_since = exited.stat().st_mtime if exited.exists() else (0 if not native.exists() else now)
-        if now - record["created"] > intent_grace + 2 and now - quiet_since > 2:
-            stale.append(name)
     return {
         "orphans": sorted(orphans(site, state_dir)),
         "duplicates": sorted({n for n in names if names.count(n) > 1}),
         "lost": sorted(set(finished) - set(names)),
         "unknown": sorted(set(names) - set(finished)),
-        "stale": sorted(stale),
+        "stale": stale_records(site, state_dir, intent_grace, space),
         "half_closed": sorted(p.name for p in (state_dir / "spaces" / space / "closing").glob("*.json")),
         **apel_faults(state_dir, [line for line in lines if line["started"] is not None]),
     }
@@ -176,3 +182,61 @@ def apel_faults(state_dir: Path, ran: list[dict]) -> dict[str, list]:
 
 def machine_json(state_dir: Path, name: str, space: str = "lab") -> dict:
     return read_json(state_dir / "spaces" / space / "machines" / name / "machine.json")
+
+
+def accounting_faults(state_dir: Path, space: str = "lab") -> dict[str, list[str]]:
+    """Accounting against finished machines, at any moment: closes still journaled are not yet due."""
+    names = [line["machine"] for line in accounting(state_dir)]
+    pending = {p.stem for p in (state_dir / "spaces" / space / "closing").glob("*.json")}
+    finished = set(finished_names(state_dir, space)) - pending
+    return {
+        "duplicates": sorted({n for n in names if names.count(n) > 1}),
+        "lost": sorted(finished - set(names)),
+        "unknown": sorted(set(names) - finished - pending),
+    }
+
+
+def chaos(vacagent_bin: str, config: Path, site: str, kills: int, seed: int, crash_points=(),
+          limit: int = 4, intent_grace: float = 2, log: Path | None = None) -> dict:
+    """kill -9 the real daemon `kills` times at random moments, then once at each crash point
+    (VACAGENT_CRASH_AT), restarting it each time; watch the host while each daemon runs
+    and the state directory after each kill; let a last daemon settle and stop it.
+
+    Returns counts: kills, crashes (crash points reached), machines created, and the
+    faults seen (orphans, overshoots, duplicates, lost and unknown accounting lines,
+    stale records and half-done closes left at the end): all must be 0."""
+    state = config.parent / "state"
+    log = log or config.parent / "daemon.log"
+    rng = random.Random(seed)
+    seen: dict[str, set] = {k: set() for k in ("orphans", "duplicates", "lost", "unknown", "stale", "half_closed")}
+    counts = {"kills": 0, "crashes": 0, "peak": 0, "overshoots": 0}
+    for point in [None] * kills + list(crash_points):
+        daemon = start(vacagent_bin, config, log, env={"VACAGENT_CRASH_AT": point} if point else None)
+        deadline = time.monotonic() + (30 if point else rng.uniform(0.1, 1.2))
+        while time.monotonic() < deadline and daemon.poll() is None:
+            running = len(processes_of_site(site, scripts_only=True))
+            counts["peak"] = max(counts["peak"], running)
+            counts["overshoots"] += running > limit
+            seen["orphans"] |= orphans(site, state)
+            time.sleep(0.02)
+        if daemon.poll() is None:
+            daemon.kill()
+            counts["kills"] += 1
+        elif point:
+            counts["crashes"] += 1
+        daemon.wait()
+        for kind, names in accounting_faults(state).items():
+            seen[kind] |= set(names)
+    daemon = start(vacagent_bin, config, log)  # the last one adopts, closes and settles everything
+    try:
+        settled = time.monotonic() + intent_grace + 4
+        while time.monotonic() < settled:
+            seen["orphans"] |= orphans(site, state)
+            time.sleep(0.1)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    for kind, names in faults(site, state, intent_grace).items():
+        seen.setdefault(kind, set()).update(names)
+    created = {line["machine"] for line in accounting(state)} | open_records(state)
+    return {**counts, "created": len(created), **{kind: sorted(names) for kind, names in seen.items()}}
