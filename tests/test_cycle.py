@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from vacagent import cycle, daemon
+from vacagent import coordinator, cycle
 from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.backends.fake import FakeBackend
 from vacagent.clock import FakeClock, SteadyClock, SystemClock
@@ -387,5 +387,5 @@ def test_the_loop_sleeps_by_the_monotonic_clock_when_the_wall_clock_steps_back(t
         return original()
 
     lab.backend.list_machines = slow_listing
-    daemon.SpaceLoop(lab.space, 30, clock, stop).run()
+    coordinator.SpaceLoop(lab.space, 30, clock, stop).run()
     assert slept == [pytest.approx(28)]

@@ -39,7 +39,7 @@ from vacagent import logs
 from vacagent.clock import Clock
 from vacagent.model import iso
 from vacagent.state import formats
-from vacagent.state.atomic import dumps
+from vacagent.state.atomic import FILE_MODE, dumps, make_dirs
 
 LEASE = "lease.json"
 EPOCHS = "epochs"
@@ -154,8 +154,8 @@ class SpaceLease:
     def claim(self, holder: str, now: float, lease_seconds: float, previous: Lease | None) -> Lease | None:
         """Claim the epoch after `previous` (the lease in force as read, None: never held);
         None if another instance claimed it, or any later one, first."""
-        self.epochs.mkdir(parents=True, exist_ok=True)
-        local = filelock.FileLock(str(self.root / "lease.lock"))
+        make_dirs(self.epochs)
+        local = filelock.FileLock(str(self.root / "lease.lock"), mode=FILE_MODE)
         try:
             local.acquire(timeout=0)  # the extra: claimers on one host do not even race
         except filelock.Timeout:
@@ -172,7 +172,7 @@ class SpaceLease:
                 "previous_epoch": previous.epoch if previous else None, "previous_ended": ended,
             })
             try:
-                fd = os.open(self.epoch_path(epoch), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(self.epoch_path(epoch), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             except FileExistsError:
                 return None
             with os.fdopen(fd, "w") as f:
