@@ -24,6 +24,7 @@ one tick.  Neighbours: `daemon` (signals, clock, endpoint), `cycle`,
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import socket
@@ -112,6 +113,7 @@ class Coordinator:
         self.held: dict[str, Held] = {}
         self.refused: dict[str, str] = {}
         self.stopping = False
+        self.disk_full = False  # could the last registry write not be made for lack of room?
         self._configure(settings, spaces)
 
     def _configure(self, settings: Settings, spaces: list[cycle.Space]) -> None:
@@ -141,9 +143,27 @@ class Coordinator:
         if why:
             raise ConfigError(f"{self.settings.files[0]}: spaces: {why}")
         self.me = replace(self.me, started=now, last_seen=now)
-        self.registry.write(self.me)
+        if not self._write_entry():
+            return  # each tick tries again; nothing is acted on until then
         log.info("instance registered", instance=self.id, state_dir=self.settings.state_dir,
                  others=",".join(o.id for o in others if o.id != self.id) or None)
+
+    def _write_entry(self) -> bool:
+        """Write this instance's registry entry; False (logged once per change) while the disk is full."""
+        try:
+            self.registry.write(self.me)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if not self.disk_full:
+                log.error("state directory full", where="instance registry", detail=e.strerror,
+                          then="no lease is claimed or renewed until there is room; retrying every tick")
+            self.disk_full = True
+            return False
+        if self.disk_full:
+            log.info("state directory writable again", where="instance registry", then="claiming leases as usual")
+        self.disk_full = False
+        return True
 
     def leave(self) -> None:
         """Finish the current cycles, release every lease, remove the registry entry."""
@@ -180,7 +200,8 @@ class Coordinator:
     def tick(self, now: float) -> None:
         lease_seconds = self.settings.lease_seconds
         self.me = replace(self.me, last_seen=now, refused=tuple(sorted(self.refused)))
-        self.registry.write(self.me)
+        if not self._write_entry():
+            return
         for dead in self.registry.prune(now, lease_seconds, keep=self.id):
             log.info("instance pruned", instance=dead, why=f"not seen for {lease_seconds:g}s")
         self._reap()

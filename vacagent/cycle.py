@@ -339,3 +339,14 @@ def _holder(space: Space) -> dict[str, Any]:
     """Who decided: the lease holder and its epoch (nothing without leases)."""
     fence = space.actuator.fence
     return {"instance": fence.holder, "epoch": fence.epoch} if fence else {}
+
+
+def record_stop(space: Space, now: float, why: str) -> None:
+    """A decision line saying this instance stopped acting on the space (`vacagent why` shows it)."""
+    fence = space.actuator.fence
+    line = {"space": space.name, "at": iso(now), "stopped": why,
+            "instance": fence.holder if fence else None, "epoch": fence.epoch if fence else None}
+    try:
+        space.store.append_decision(line, space.decisions_max_bytes)
+    except OSError:  # a full or failing state directory: the "stopped acting" log line already says why
+        return
