@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 import uuid
 from datetime import datetime
 from typing import Iterable
@@ -262,8 +261,8 @@ class GCEBackend:
 
     def _wait(self, op: compute_v1.Operation, zone: str, doing: str) -> None:
         """Until the insert is done (or operation_wait_seconds); a late refusal raises as one at once would."""
-        deadline = time.monotonic() + self.wait_seconds
-        while op.status != compute_v1.Operation.Status.DONE and time.monotonic() < deadline:
+        deadline = self.context.clock.monotonic() + self.wait_seconds
+        while op.status != compute_v1.Operation.Status.DONE and self.context.clock.monotonic() < deadline:
             self.requests_made += 1
             op = self.operations.wait(project=self.project, zone=zone, operation=op.name, timeout=self.timeout)
         errors = list(op.error.errors) if op.error else []
