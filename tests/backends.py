@@ -625,9 +625,14 @@ class OpenStackDriver:
                 "name": f"mt-p{chunk}", "imageRef": image.id, "flavorRef": flavor.id, "networks": "none",
                 "min_count": count, "max_count": count, "tags": nova.tags(self.site, self.space, "mt"),
                 "metadata": nova.metadata(self.site, self.space, "mt")}}).raise_for_status()
-        # Nova's tag filter finds a server once its cell holds it (not while it is a build request).
+        # Settled: every server failed to schedule (ERROR in cell0).  Until then Nova lists a server both
+        # as a build request and as its cell's instance, so the pages a listing takes vary run to run.
         tag = nova.tag("site", self.site)
-        self.wait(lambda: len(self.admin.compute.get(f"/servers?tags={tag}&limit=1000").json()["servers"]) >= n)
+
+        def settled() -> bool:
+            servers = self.admin.compute.get(f"/servers/detail?tags={tag}&limit=1000").json()["servers"]
+            return len({s["id"] for s in servers}) == len(servers) == n and all(s["status"] == "ERROR" for s in servers)
+        self.wait(settled)
 
     def force_state(self, name: str, native: str) -> None:
         self.wait(lambda: self._server(name).status == "ACTIVE")

@@ -135,17 +135,20 @@ class OpenStackBackend:
     # -- listing -----------------------------------------------------------
 
     def _servers(self, action: str, counted: bool = True, **filters: str) -> list[dict]:
+        # Paged by uuid, a key unique across Nova's cells and its build requests: under the default
+        # order (created_at, then each cell's own row id) a server that leaves the build requests for
+        # its cell between two pages is listed twice and another is skipped (seen on a real Nova).
         params: dict[str, Any] = {"tags": ",".join(nova.tags(self.site, self.space)), "limit": self.page_size,
-                                  **filters}
-        servers: list[dict] = []
+                                  "sort_key": "uuid", "sort_dir": "asc", **filters}
+        servers: dict[str, dict] = {}
         while True:
             status, body, response = self._call("compute", "GET", "/servers/detail", action, counted, params=params)
             if status != 200:
                 raise self._fail(action, status, body, response)
             page = body.get("servers", [])
-            servers.extend(page)
+            servers.update((s["id"], s) for s in page)
             if not page or not any(link.get("rel") == "next" for link in body.get("servers_links", [])):
-                return servers
+                return list(servers.values())
             params = {**params, "marker": page[-1]["id"]}
 
     def list_machines(self) -> list[Machine]:
