@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from itertools import permutations
 
@@ -105,6 +106,27 @@ def test_registry_round_trip_and_prune(tmp_path):
     assert registry.read()[0].spaces == {"x": "1"}
     assert registry.prune(100.0, 30.0, keep="a") == ["b"]
     assert [i.id for i in registry.read()] == ["a"]
+
+
+def test_a_refreshed_entry_stays_alive_without_a_write(tmp_path):
+    """On a full disk only the entry's mtime moves: readers take it as last_seen."""
+    registry = Registry(tmp_path)
+    registry.write(instance("a", {}, last_seen=100.0))
+    registry.refresh(instance("a", {}, last_seen=160.0))
+    assert [i.last_seen for i in registry.read()] == [160.0]
+    assert registry.prune(170.0, 30.0, keep="z") == []
+    assert registry.prune(190.0, 30.0, keep="z") == ["a"]
+
+
+def test_an_unreadable_entry_is_pruned_once_old(tmp_path):
+    registry = Registry(tmp_path)
+    registry.write(instance("a", {}, last_seen=100.0))
+    damaged = registry.path("torn")
+    damaged.write_text('{"id": "torn", "ho')
+    os.utime(damaged, (100.0, 100.0))
+    assert [i.id for i in registry.read()] == ["a"]
+    assert registry.prune(110.0, 30.0, keep="a") == []
+    assert registry.prune(131.0, 30.0, keep="a") == ["torn"] and not damaged.exists()
 
 
 def test_an_entry_in_a_newer_format_is_left_out(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ A = Lease("a", 3, 100.0, 130.0)
         (A, Lease("b", 4, 140.0, 170.0), Lease("b", 4, 140.0, 170.0)),  # claimer not yet (or never) wrote lease.json
         (None, Lease("b", 1, 10.0, 40.0), Lease("b", 1, 10.0, 40.0)),
         (Lease("a", 5, 1.0, 2.0), Lease("b", 4, 0.0, 1.0), Lease("a", 5, 1.0, 2.0)),
+        (A, Lease("a", 3, 100.0, 190.0), Lease("a", 3, 100.0, 190.0)),  # renewed in place (full disk)
     ],
 )
 def test_in_force(renewed, claimed, expected):
@@ -149,3 +150,15 @@ def test_a_newer_lease_format_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(formats, "FORMAT", 1)  # this code pretends to be an older vacagent
     with pytest.raises(formats.FormatTooNew, match=r"epochs/000000000001.json: format 2"):
         leases.read(30.0)
+
+
+def test_a_lease_renewed_in_place_stays_in_force_for_every_reader(tmp_path):
+    """A full disk: the holder moves its claim file's mtime; lease.json is left as it was."""
+    leases = SpaceLease(tmp_path, "s")
+    lease = leases.claim("a", 100.0, 30.0, None)
+    before = leases.path.read_bytes()
+    renewed = leases.renew_in_place(lease, 125.0, 30.0)
+    assert renewed.expires_at == 155.0 and leases.path.read_bytes() == before
+    seen = SpaceLease(tmp_path, "s").read(30.0)
+    assert (seen.holder, seen.epoch, seen.expires_at) == ("a", 1, 155.0)
+    assert not free(seen, 150.0) and free(seen, 155.0)

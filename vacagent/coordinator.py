@@ -13,6 +13,12 @@ The daemon calls `tick(now)` every half cycle.  Each tick:
    instance's share (once its current cycle is done), and claims the free
    spaces assigned to it (or any space left free for a whole lease).
 
+On a full state disk (ENOSPC, EDQUOT) the tick renews what it can without
+writing a byte: the registry entry's and the claim files' mtimes (see
+`state.lease`), so the spaces held go on being acted on; nothing is
+claimed, released or rebalanced until there is room, which is logged once
+per change.
+
 A space whose state was written by a newer vacagent is refused: its loop
 stops, its lease is released, and the registry entry says so, so the
 other instances leave it to one that reads it.  `leave()` is the graceful
@@ -24,14 +30,13 @@ one tick.  Neighbours: `daemon` (signals, clock, endpoint), `cycle`,
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import socket
 import threading
 from dataclasses import dataclass, replace
 
-from vacagent import __version__, config, cycle, logs
+from vacagent import __version__, config, cycle, errors, logs
 from vacagent.clock import Clock
 from vacagent.config import Settings
 from vacagent.errors import ConfigError
@@ -113,7 +118,7 @@ class Coordinator:
         self.held: dict[str, Held] = {}
         self.refused: dict[str, str] = {}
         self.stopping = False
-        self.disk_full = False  # could the last registry write not be made for lack of room?
+        self.disk_full = False  # did the last tick find no room to write?
         self._configure(settings, spaces)
 
     def _configure(self, settings: Settings, spaces: list[cycle.Space]) -> None:
@@ -143,33 +148,43 @@ class Coordinator:
         if why:
             raise ConfigError(f"{self.settings.files[0]}: spaces: {why}")
         self.me = replace(self.me, started=now, last_seen=now)
-        if not self._write_entry():
-            return  # each tick tries again; nothing is acted on until then
-        log.info("instance registered", instance=self.id, state_dir=self.settings.state_dir,
-                 others=",".join(o.id for o in others if o.id != self.id) or None)
+        full = self._write_entry()
+        self._note_disk(full)
+        if full is None:
+            log.info("instance registered", instance=self.id, state_dir=self.settings.state_dir,
+                     others=",".join(o.id for o in others if o.id != self.id) or None)
 
-    def _write_entry(self) -> bool:
-        """Write this instance's registry entry; False (logged once per change) while the disk is full."""
+    def _write_entry(self) -> OSError | None:
+        """Write this instance's registry entry, or on a full disk refresh its mtime alone
+        (nothing, if it was never written); the disk-full error, or None."""
         try:
             self.registry.write(self.me)
         except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not errors.disk_full(e):
                 raise
-            if not self.disk_full:
-                log.error("state directory full", where="instance registry", detail=e.strerror,
-                          then="no lease is claimed or renewed until there is room; retrying every tick")
-            self.disk_full = True
-            return False
-        if self.disk_full:
-            log.info("state directory writable again", where="instance registry", then="claiming leases as usual")
-        self.disk_full = False
-        return True
+            try:
+                self.registry.refresh(self.me)
+            except FileNotFoundError:
+                pass  # not registered yet: the next tick with room registers it
+            return e
+        return None
+
+    def _note_disk(self, full: OSError | None) -> None:
+        """Log a change between full and writable, once."""
+        if full is not None and not self.disk_full:
+            log.error("state directory full", where="instance registry and leases", detail=full.strerror,
+                      then="leases held are renewed in place (mtime only); none is claimed or released "
+                           "until there is room; retrying every tick")
+        elif full is None and self.disk_full:
+            log.info("state directory writable again", where="instance registry and leases",
+                     then="claiming and releasing leases as usual")
+        self.disk_full = full is not None
 
     def leave(self) -> None:
         """Finish the current cycles, release every lease, remove the registry entry."""
         self.stopping = True
         self.me = replace(self.me, stopping=True, last_seen=self.clock.now())
-        self.registry.write(self.me)
+        self._write_entry()
         self._stop_all()
         for name in list(self.held):
             self._release(name, "stopping")
@@ -200,13 +215,13 @@ class Coordinator:
     def tick(self, now: float) -> None:
         lease_seconds = self.settings.lease_seconds
         self.me = replace(self.me, last_seen=now, refused=tuple(sorted(self.refused)))
-        if not self._write_entry():
-            return
+        full = self._write_entry()
         for dead in self.registry.prune(now, lease_seconds, keep=self.id):
             log.info("instance pruned", instance=dead, why=f"not seen for {lease_seconds:g}s")
         self._reap()
-        self._renew(now)
-        if self.stopping:
+        full = self._renew(now) or full
+        self._note_disk(full)
+        if self.stopping or self.disk_full:
             return
         current = self._read_leases()
         instances = live(self.registry.read(), now, lease_seconds)
@@ -248,11 +263,19 @@ class Coordinator:
             elif held.releasing:
                 self._release(name, "rebalancing: another instance is below its fair share")
 
-    def _renew(self, now: float) -> None:
+    def _renew(self, now: float) -> OSError | None:
+        """Renew every lease held; the disk-full error if one was renewed in place, or None."""
+        full = None
         for name, held in list(self.held.items()):
             why = held.fence.check()
             if why is None:
-                renewed = self.leases[name].renew(held.fence.lease, now, self.settings.lease_seconds)
+                try:
+                    renewed = self.leases[name].renew(held.fence.lease, now, self.settings.lease_seconds)
+                except OSError as e:
+                    if not errors.disk_full(e):
+                        raise
+                    full = e
+                    renewed = self.leases[name].renew_in_place(held.fence.lease, now, self.settings.lease_seconds)
                 held.fence.renewed(renewed)
                 why = held.fence.check()  # a claim that raced the renewal: lease.json may now be ours, the epoch not
             if why is not None:
@@ -261,6 +284,7 @@ class Coordinator:
                 log.warning("lease lost", space=name, instance=self.id, epoch=held.fence.epoch, why=why)
                 if not held.loop.is_alive():
                     del self.held[name]
+        return full
 
     def _rebalance(self, target: dict[str, str]) -> None:
         """Release one space held beyond the fair share (at most one per tick: no stampede)."""
@@ -276,7 +300,12 @@ class Coordinator:
                 return
 
     def _claim(self, name: str, previous: Lease | None, now: float) -> None:
-        lease = self.leases[name].claim(self.id, now, self.settings.lease_seconds, previous)
+        try:
+            lease = self.leases[name].claim(self.id, now, self.settings.lease_seconds, previous)
+        except OSError as e:
+            if not errors.disk_full(e):
+                raise
+            return  # filled since this tick's registry write: the next tick says so
         if lease is None:
             return  # another instance claimed it first
         fence = Fence(self.leases[name], lease, self.clock, margin(self.settings))
@@ -300,7 +329,15 @@ class Coordinator:
         if held.fence.lost:
             return
         held.fence.lose(f"released: {why}")
-        self.leases[name].release(held.fence.lease, self.clock.now())
+        try:
+            self.leases[name].release(held.fence.lease, self.clock.now())
+        except OSError as e:
+            if not errors.disk_full(e):
+                raise
+            log.warning("lease given up unreleased", space=name, instance=self.id, epoch=held.fence.epoch, why=why,
+                        detail=f"state directory full: another instance may claim it once it expires "
+                               f"({iso(held.fence.lease.expires_at)})")
+            return
         log.info("lease released", space=name, instance=self.id, epoch=held.fence.epoch, why=why)
 
     def _refuse(self, name: str, why: str) -> None:

@@ -147,6 +147,13 @@ class Registry:
         data["spaces"] = dict(instance.spaces)
         data["refused"] = list(instance.refused)
         formats.write(self.path(instance.id), data)
+        self.refresh(instance)  # mtime == last_seen: a later mtime can only come from refresh()
+
+    def refresh(self, instance: Instance) -> None:
+        """Mark the entry seen at `instance.last_seen` without writing a byte (the disk is full):
+        its mtime, which readers take when it is later than the entry's own last_seen.
+        FileNotFoundError if the entry was never written."""
+        os.utime(self.path(instance.id), (instance.last_seen, instance.last_seen))
 
     def remove(self, instance_id: str) -> None:
         try:
@@ -167,23 +174,43 @@ class Registry:
                 continue
             try:
                 data = formats.read(self.root / name)
+                seen = max(float(data["last_seen"]), os.stat(self.root / name).st_mtime)  # mtime: refresh()
                 found.append(Instance(
                     id=str(data["id"]), host=str(data["host"]), pid=int(data["pid"]), version=str(data["version"]),
-                    started=float(data["started"]), last_seen=float(data["last_seen"]), site=str(data.get("site", "")),
+                    started=float(data["started"]), last_seen=seen, site=str(data.get("site", "")),
                     spaces=dict(data.get("spaces", {})), refused=tuple(data.get("refused", ())),
                     stopping=bool(data.get("stopping", False)), endpoint=data.get("endpoint"),
                 ))
             except (FileNotFoundError, formats.FormatTooNew):
                 continue
             except (ValueError, KeyError, TypeError):
-                continue  # half-written by hand: ignored, and pruned once old
+                continue  # damaged (by hand, or a torn copy): ignored, and pruned once old
         return found
 
     def prune(self, now: float, lease_seconds: float, keep: str) -> list[str]:
-        """Remove the entries of dead instances; returns their ids."""
+        """Remove the entries of dead instances, and unreadable entries not
+        touched for `lease_seconds`; returns their ids."""
+        readable = {i.id: i for i in self.read()}
         pruned = []
-        for instance in self.read():
-            if instance.id != keep and not alive(instance, now, lease_seconds):
-                self.remove(instance.id)
-                pruned.append(instance.id)
+        try:
+            entries = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        for name in entries:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            instance_id = name[:-5]
+            if instance_id == keep:
+                continue
+            instance = readable.get(instance_id)
+            if instance is not None:
+                dead = not alive(instance, now, lease_seconds)
+            else:
+                try:
+                    dead = now - os.stat(self.root / name).st_mtime >= lease_seconds
+                except FileNotFoundError:
+                    continue
+            if dead:
+                self.remove(instance_id)
+                pruned.append(instance_id)
         return pruned

@@ -19,6 +19,12 @@ once the lease is released or expired.  The holder itself stops trusting
 its lease `margin` seconds before it expires (its own clock): that margin
 is the clock skew tolerated between hosts (docs/operations.md).
 
+On a full disk neither file can be rewritten, so a holder renews by setting
+its own claim file's mtime to the new expiry (`renew_in_place`: metadata
+only, no new block); readers take the later of a claim file's stated expiry
+and its mtime.  A lease cannot be claimed or released on a full disk: a free
+space waits for room, a released one for its expiry.
+
 Pure decisions (`in_force`, `free`, `trusted`) take `now`; `SpaceLease`
 does the file I/O; `Fence` is what the actuator asks.  Neighbours:
 `instances` (who is alive, who should hold what), `coordinator` (ticks).
@@ -35,7 +41,7 @@ from typing import Any
 
 import filelock
 
-from vacagent import logs
+from vacagent import errors, logs
 from vacagent.clock import Clock
 from vacagent.model import iso
 from vacagent.state import formats
@@ -69,8 +75,10 @@ def in_force(renewed: Lease | None, claimed: Lease | None) -> Lease | None:
     that epoch, else the newest claim file's own (`claimed`)."""
     if claimed is None:
         return renewed
-    if renewed is not None and renewed.epoch >= claimed.epoch:
+    if renewed is not None and renewed.epoch > claimed.epoch:
         return renewed
+    if renewed is not None and renewed.epoch == claimed.epoch:  # the later expiry: renewed in place on a full disk
+        return replace(renewed, expires_at=max(renewed.expires_at, claimed.expires_at))
     return claimed
 
 
@@ -135,8 +143,8 @@ class SpaceLease:
         if not raw.strip():  # the claimer died between creating and writing it
             return Lease("(unknown)", epoch, mtime, mtime + lease_seconds)
         data = formats.checked(json.loads(raw), path)
-        return Lease(str(data.get("holder", "(unknown)")), epoch, float(data.get("claimed_at", mtime)),
-                     float(data.get("expires_at", mtime + lease_seconds)))
+        expires = max(float(data.get("expires_at", mtime + lease_seconds)), mtime)  # mtime: renew_in_place
+        return Lease(str(data.get("holder", "(unknown)")), epoch, float(data.get("claimed_at", mtime)), expires)
 
     def read(self, lease_seconds: float) -> Lease | None:
         """The lease in force, or None if the space was never held.  FormatTooNew
@@ -175,19 +183,36 @@ class SpaceLease:
                 fd = os.open(self.epoch_path(epoch), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             except FileExistsError:
                 return None
-            with os.fdopen(fd, "w") as f:
-                f.write(dumps(body))
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(dumps(body))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:  # no room for the body: an empty epoch would fence off nobody's work for a lease
+                os.unlink(self.epoch_path(epoch))
+                raise
+            # mtime == expires_at: a later mtime can only come from renew_in_place.
+            os.utime(self.epoch_path(epoch), (lease.expires_at, lease.expires_at))
         finally:
             local.release()
-        self._write(lease)
+        try:
+            self._write(lease)
+        except OSError as e:
+            if not errors.disk_full(e):
+                raise
+            # The claim file says as much as lease.json would; renew_in_place keeps it alive.
         self._prune(epoch)
         return lease
 
     def renew(self, lease: Lease, now: float, lease_seconds: float) -> Lease:
         renewed = replace(lease, renewed_at=now, expires_at=now + lease_seconds)
         self._write(renewed)
+        return renewed
+
+    def renew_in_place(self, lease: Lease, now: float, lease_seconds: float) -> Lease:
+        """Renew without writing a byte (the disk is full): the claim file's mtime becomes the expiry."""
+        renewed = replace(lease, renewed_at=now, expires_at=now + lease_seconds)
+        os.utime(self.epoch_path(lease.epoch), (renewed.expires_at, renewed.expires_at))
         return renewed
 
     def release(self, lease: Lease, now: float) -> Lease:
