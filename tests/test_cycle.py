@@ -291,6 +291,50 @@ def test_an_unreadable_record_is_set_aside_alone_and_its_machine_adopted(tmp_pat
     assert others[0] in d["closed"] and {broken, *others[1:]} <= set(lab.records)
 
 
+class Told(Reporter):
+    def __init__(self):
+        self.quarantined = []
+
+    def feedback_quarantined(self, space, machinetype, reason, where):
+        self.quarantined.append((machinetype, reason, where))
+
+
+@pytest.mark.parametrize("damage", ['{"consecutive_aborts": 3, "backoff_un', '{"consecutive_aborts": "many"}',
+                                    '[1, 2]', '{"kind": "gremlins"}'])
+def test_unreadable_feedback_is_set_aside_and_the_machinetype_probes(tmp_path, damage):
+    """Neither a silent fresh start (a broken project floods the lab) nor a crash: one probe."""
+    lab = Lab(tmp_path, processors_limit=10, budget=10)
+    lab.cycle()
+    lab.stop_all()
+    lab.cycle(60)
+    lab.cycle(60)  # every machine found the queue empty, and is closed: backoff
+    path = lab.space.store.machinetypes_dir / "a" / "feedback.json"
+    assert json.loads(path.read_text())["consecutive_aborts"] >= 1
+    path.write_text(damage)
+    told = lab.space.actuator.reporter = Told()
+    d = lab.cycle(1000)  # past the backoff
+    ((machinetype, reason, where),) = told.quarantined
+    assert machinetype == "a" and "feedback.json" in reason and "quarantine" in where
+    assert len(d["created"].get("a", [])) == 1  # one probe, not a flood
+    assert json.loads(path.read_text())["consecutive_aborts"] == 1  # a readable state again
+    (moved,) = (lab.space.store.root / "quarantine").iterdir()
+    assert moved.read_text() == damage
+
+
+def test_a_record_that_cannot_be_moved_aside_stops_nothing(tmp_path):
+    lab = Lab(tmp_path, processors_limit=3, budget=3)
+    lab.cycle()
+    broken, *others = sorted(lab.records)
+    (lab.space.store.machine_dir(broken) / "machine.json").write_text("{")
+    (lab.space.store.root / "quarantine").write_text("in the way")  # not a directory: the move fails
+    lab.space = cycle.build(lab.settings, lab.space_settings, Reporter(), lab.clock, backend=lab.backend)  # restart
+    lab.backend.stop(others[0], "300 No more work available")
+    d = lab.cycle(60)
+    assert others[0] in {x["machine"] for x in d["deleted"]}  # the cycle went on
+    assert lab.records[broken].adopted  # and the damaged machine is managed again
+    assert (lab.space.store.machines_dir / f".damaged-{broken}.{int(lab.clock.now())}" / "machine.json").exists()
+
+
 def test_a_machines_own_message_wins_even_when_it_comes_after_the_decision(tmp_path):
     lab = Lab(tmp_path, processors_limit=1, budget=1, delete_seconds=100)
     lab.cycle()

@@ -143,6 +143,31 @@ def record_found_work(state: FeedbackState, at: float) -> FeedbackState:
     return _ended(state, 2)
 
 
+def unknown(now: float, why: str) -> FeedbackState:
+    """The state to start from when the stored one cannot be read: one probe, as after an
+    abort at `now` (neither a fresh start that floods a broken project nor a long backoff)."""
+    return FeedbackState(consecutive_aborts=1, last_abort=now, wave_start=now, last_message=why)
+
+
+def from_dict(data: dict) -> FeedbackState:
+    """A stored state; ValueError if a field has the wrong type."""
+    types = {"consecutive_aborts": int, "ramp": int, "last_abort": float, "backoff_until": float,
+             "wave_start": float, "last_message": str, "kind": str}
+    fields = {}
+    for key, kind in types.items():
+        value = data.get(key)
+        if value is None and kind is not int:
+            continue
+        ok = isinstance(value, int if kind is int else (int, float) if kind is float else str)
+        if not ok or isinstance(value, bool) or (kind is int and value < 0):
+            raise ValueError(f"{key}: {value!r} is not a{'' if kind is int else ' time' if kind is float else ' text'}"
+                             f"{' count' if kind is int else ''}")
+        fields[key] = float(value) if kind is float else value
+    if fields.get("kind") is not None and fields["kind"] not in {k.value for k in Kind}:
+        raise ValueError(f"kind: {fields['kind']!r} is not one of {', '.join(k.value for k in Kind)}")
+    return FeedbackState(**fields)
+
+
 def gate(state: FeedbackState, now: float) -> Gate:
     if state.backoff_until is not None and now < state.backoff_until:
         return Gate.BACKOFF

@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 import filelock
 
-from vacagent import definitions, demand, ledger, planner
+from vacagent import backoff, definitions, demand, ledger, planner
 from vacagent.actuate import Actuator
 from vacagent.backends import registry
 from vacagent.backends.base import Backend, BackendContext
 from vacagent.backends.metered import Metered
+from vacagent.backoff import FeedbackState
 from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import ConfigError, VacagentError
@@ -172,8 +173,11 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
         limits, held = _within_quota(space, held, machinetypes)
     known = store.records()
     for name, reason in dict(store.damaged).items():
-        where = store.quarantine(name, now)
-        space.actuator.reporter.record_quarantined(space.name, name, reason, str(where))
+        try:
+            where = str(store.quarantine(name, now))
+        except OSError as e:  # the record stays where it is; its machine is adopted (rewritten) all the same
+            where = f"nowhere (could not move it: {e.strerror})"
+        space.actuator.reporter.record_quarantined(space.name, name, reason, where)
     rec = reconcile(listing, known, space.name, now, settings.intent_grace_seconds)
     with writing("updating records"):
         for record in rec.changed:
@@ -224,7 +228,7 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
             )
         )
 
-    feedback = {name: store.feedback(name) for name in machinetypes}
+    feedback = {name: _feedback(space, name, now) for name in machinetypes}
     decision = space.decide(limits, machinetypes, views, feedback, now, held)
     current = {**feedback, **decision.feedback}
     for name, state in decision.feedback.items():
@@ -264,6 +268,23 @@ def _within_quota(space: Space, held: dict[str, str], machinetypes) -> tuple[Spa
     if why:
         held = {**{name: why for name in machinetypes}, **held}
     return limits, held
+
+
+def _feedback(space: Space, machinetype: str, now: float) -> FeedbackState:
+    """The machinetype's stored feedback; an unreadable one is set aside and replaced by one probe."""
+    try:
+        return space.store.feedback(machinetype)
+    except ValueError as e:
+        why = str(e)
+    try:
+        where = str(space.store.quarantine_feedback(machinetype, now))
+    except OSError as e:
+        where = f"nowhere (could not move it: {e.strerror})"
+    space.actuator.reporter.feedback_quarantined(space.name, machinetype, why, where)
+    state = backoff.unknown(now, "feedback.json unreadable: probing afresh")
+    with space.actuator.writing(f"saving the feedback of {machinetype}"):
+        space.store.save_feedback(machinetype, state)
+    return state
 
 
 def _report_disk(space: Space) -> None:

@@ -26,6 +26,8 @@ class Reporter:
 
     def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None: ...
 
+    def feedback_quarantined(self, space: str, machinetype: str, reason: str, where: str) -> None: ...
+
     def disk_full(self, space: str, unwritten: list[str]) -> None: ...
 
     def disk_writable(self, space: str) -> None: ...
@@ -68,6 +70,10 @@ class LogReporter(Reporter):
     def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None:
         log.error("record quarantined", space=space, machine=name, moved_to=where, why=reason,
                   then="the machine, if the backend lists it, is adopted; every other machine goes on")
+
+    def feedback_quarantined(self, space: str, machinetype: str, reason: str, where: str) -> None:
+        log.error("feedback quarantined", space=space, machinetype=machinetype, moved_to=where, why=reason,
+                  then="one probe at a time until a machine finds work, as after an abort")
 
     def disk_full(self, space: str, unwritten: list[str]) -> None:
         log.error("state directory full", space=space, unwritten=len(unwritten), first=unwritten[0],

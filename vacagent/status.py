@@ -13,6 +13,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
+from vacagent import backoff
 from vacagent.backoff import gate
 from vacagent.config import Settings
 from vacagent.model import iso
@@ -77,8 +78,10 @@ def warnings(store: SpaceStore) -> list[str]:
     """What an operator must look at in a space's state directory (after `records()`)."""
     found = [f"unreadable record, to be set aside by the next cycle: {why}" for why in store.damaged.values()]
     quarantine = store.root / "quarantine"
-    if quarantine.is_dir():
-        found += [f"record set aside (unreadable): {p}" for p in sorted(quarantine.iterdir())]
+    aside = sorted(quarantine.iterdir()) if quarantine.is_dir() else []
+    if store.machines_dir.is_dir():
+        aside += sorted(p for p in store.machines_dir.iterdir() if p.name.startswith(".damaged-"))
+    found += [f"{'feedback' if '.feedback.' in p.name else 'record'} set aside (unreadable): {p}" for p in aside]
     return found
 
 
@@ -124,8 +127,13 @@ def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str
     for record in records.values():
         by_mt[record.machinetype].append(record)
     closed = reclaims(settings, name, now)
+    unreadable = []
     for mt in names:
-        feedback = store.feedback(mt)
+        try:
+            feedback = store.feedback(mt)
+        except ValueError as e:
+            unreadable.append(f"unreadable feedback, to be set aside by the next cycle: {e}")
+            feedback = backoff.unknown(now, "feedback.json unreadable")
         finished, reclaimed = closed.get(mt, (0, 0))
         mine = by_mt.get(mt, [])
         states = Counter("deleting" if r.deleting_since else r.state for r in mine)
@@ -165,7 +173,7 @@ def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str
         "lease": lease_status(settings, name, now),
         "machinetypes": machinetypes,
         "machines": machines,
-        "warnings": warnings(store),
+        "warnings": warnings(store) + unreadable,
     }
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vacagent import apel as apel_records
-from vacagent import crashpoints, ledger
+from vacagent import backoff, crashpoints, ledger
 from vacagent.backoff import FeedbackState
 from vacagent.model import MachineRecord, Outcome
 from vacagent.state import formats
@@ -236,12 +236,17 @@ class SpaceStore:
         return records
 
     def quarantine(self, name: str, now: float) -> Path:
-        """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>:
-        the machine is then adopted (if listed) as one with no record; nothing else waits on it."""
-        target = self.root / "quarantine" / f"{name}.{int(now)}"
-        make_dirs(target.parent)
+        """Set a machine whose record cannot be read aside, whole, in quarantine/<name>.<time>
+        (or, if that cannot be made, beside it as machines/.damaged-<name>.<time>): the machine is
+        then adopted (if listed) as one with no record; nothing else waits on it."""
         self._claim()
-        os.rename(self.machine_dir(name), target)
+        target = self.root / "quarantine" / f"{name}.{int(now)}"
+        try:
+            make_dirs(target.parent)
+            os.rename(self.machine_dir(name), target)
+        except OSError:
+            target = self.machines_dir / f".damaged-{name}.{int(now)}"  # a rename in place: no new directory
+            os.rename(self.machine_dir(name), target)
         self.damaged.pop(name, None)
         return target
 
@@ -435,12 +440,28 @@ class SpaceStore:
     # -- machinetypes ----------------------------------------------------
 
     def feedback(self, machinetype: str) -> FeedbackState:
+        """The stored feedback (a fresh one if none); ValueError naming the file if it cannot be read."""
+        path = self.machinetypes_dir / machinetype / "feedback.json"
         try:
-            data = formats.read(self.machinetypes_dir / machinetype / "feedback.json")
-        except (FileNotFoundError, ValueError):
+            data = formats.read(path)
+        except FileNotFoundError:
             return FeedbackState()
-        fields = {k: v for k, v in data.items() if k in FeedbackState.__dataclass_fields__}
-        return FeedbackState(**fields)
+        except ValueError as e:
+            raise ValueError(f"{path}: not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a JSON object")
+        try:
+            return backoff.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def quarantine_feedback(self, machinetype: str, now: float) -> Path:
+        """Set an unreadable feedback.json aside in quarantine/<machinetype>.feedback.<time>.json."""
+        target = self.root / "quarantine" / f"{machinetype}.feedback.{int(now)}.json"
+        make_dirs(target.parent)
+        self._claim()
+        os.rename(self.machinetypes_dir / machinetype / "feedback.json", target)
+        return target
 
     def save_feedback(self, machinetype: str, state: FeedbackState) -> None:
         formats.write(self.machinetypes_dir / machinetype / "feedback.json", asdict(state))
