@@ -15,6 +15,7 @@ from vacagent.errors import QuotaExceeded, Temporary
 from vacagent.model import MachineState, SpaceLimits
 from vacagent.report import Reporter
 from vacagent.state.atomic import write_text
+from vacagent.state.lease import Fence, LeaseLost, SpaceLease
 
 from conftest import T0, mt
 from daemon_helpers import accounting
@@ -289,6 +290,32 @@ def test_an_unreadable_record_is_set_aside_alone_and_its_machine_adopted(tmp_pat
     assert others[0] in {x["machine"] for x in d["deleted"]}  # every other machine goes on
     d = lab.cycle(60)
     assert others[0] in d["closed"] and {broken, *others[1:]} <= set(lab.records)
+
+
+def test_fenced_off_between_intent_and_create_is_never_created_and_blames_no_project(tmp_path):
+    """Superseded after writing the intent: no machine, and the next holder closes the record as
+    `never created` (vacagent's own doing), not as the project's failure to start."""
+    lab = Lab(tmp_path, processors_limit=1, budget=1)
+    leases = SpaceLease(lab.settings.state_dir, "s")
+    first = leases.claim("a", lab.clock.now(), 30.0, None)
+    lab.space.actuator.fence = fence = Fence(leases, first, lab.clock, 10.0)
+    real = fence.confirm
+
+    def superseded_after_the_intent(action, name):
+        if action == "creating" and lab.space.store.records().get(name):  # the intent is on disk
+            leases.claim("b", lab.clock.now() + 40, 30.0, first)
+        real(action, name)
+    fence.confirm = superseded_after_the_intent
+    with pytest.raises(LeaseLost):
+        lab.cycle()
+    assert lab.backend.machines == {}
+    (name,) = lab.records
+    assert lab.records[name].state == "intent"
+    lab.space = cycle.build(lab.settings, lab.space_settings, Reporter(), lab.clock, backend=lab.backend)  # holder b
+    lab.cycle(200)  # past intent_grace_seconds
+    (line,) = lab.accounting()
+    assert line["machine"] == name and line["reason"] == "never created"
+    assert lab.space.store.feedback("a").consecutive_aborts == 0
 
 
 class Told(Reporter):
