@@ -20,6 +20,7 @@ def write_site(tmp_path: Path, site: str, backend: str, options: dict, definitio
         "site": site,
         "state_dir": "state",
         "cycle_seconds": 0.3,
+        "endpoint": {"listen": "127.0.0.1", "port": 0},  # the VMs' URLs (nothing boots them here)
         "spaces": {
             "cloud": {
                 "backend": backend,

@@ -123,9 +123,18 @@ def test_example_configuration_is_valid(tmp_path):
 
 def test_a_kubeconfig_option_is_relative_to_the_file_that_names_it(tmp_path):
     text = MINIMAL.replace("backend: local", "backend: kubernetes\n    processors_limit: 8\n"
-                           "    options: {kubeconfig: kube/config, namespace: vac}")
+                           "    options: {kubeconfig: kube/config, namespace: vac}") + "endpoint: {port: 0}\n"
     s = config.load(write(tmp_path / "etc" / "vacagent.yaml", text))
     assert s.spaces["local"].options == {"kubeconfig": str(tmp_path / "etc" / "kube" / "config"), "namespace": "vac"}
+
+
+@pytest.mark.parametrize("backend", ["kubernetes", "openstack", "ec2", "gce"])
+def test_a_space_on_other_hosts_without_an_endpoint_is_refused(tmp_path, backend):
+    text = MINIMAL.replace("backend: local", f"backend: {backend}\n    processors_limit: 8")
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path / "etc" / "vacagent.yaml", text))
+    assert f"spaces.local.backend: '{backend}' runs machines on other hosts" in str(e.value)
+    assert "add an endpoint: section" in str(e.value)
 
 
 def test_example_kubernetes_space_is_valid_once_uncommented(tmp_path):

@@ -33,6 +33,7 @@ def write_site(tmp_path, cloud, project, site="lab", processors_limit=4, budget=
 site: {site}
 state_dir: state
 cycle_seconds: 1
+endpoint: {{listen: 127.0.0.1, port: 0}}
 spaces:
   cloud:
     backend: openstack

@@ -24,7 +24,7 @@ import yaml
 
 from vacagent.apel import ApelSettings
 
-from vacagent.backends.registry import REPORTS_QUOTA
+from vacagent.backends.registry import REMOTE, REPORTS_QUOTA
 from vacagent.errors import ConfigError
 from vacagent.model import SpaceLimits
 from vacagent.schema import CONFIG_SCHEMA, PATH_OPTIONS, violations
@@ -296,6 +296,10 @@ def load(main: Path | str | None = None) -> Settings:
             endpoint = _endpoint(merged["endpoint"], origin["endpoint"])
         except ConfigError as e:
             problems.append(str(e))
+    else:
+        problems += [f"{s.config_file}: spaces.{s.name}.backend: {s.backend!r} runs machines on other hosts, "
+                     f"which read their features and report through the endpoint: add an endpoint: section "
+                     f"(listen, url; see etc/vacagent.example.yaml)" for s in spaces.values() if s.backend in REMOTE]
     if problems:
         raise ConfigError("\n".join(problems))
     cycle_seconds = float(merged.get("cycle_seconds", 60))

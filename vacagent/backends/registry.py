@@ -22,6 +22,10 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "openstack": ("vacagent.backends.openstack", "OpenStackBackend", "openstack"),
 }
 
+# Backends whose machines run on other hosts: they read their features and report through the
+# endpoint's URLs, never the daemon's local paths, so their spaces need an `endpoint:`.
+REMOTE = frozenset({"kubernetes", "ec2", "gce", "openstack"})
+
 # Backends with a `quota()` (base.QuotaReporting): their spaces may leave processors_limit unset.
 REPORTS_QUOTA = frozenset({"openstack"})
 
