@@ -1,6 +1,7 @@
 """The command line as an operator uses it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -73,6 +74,22 @@ def test_validate_reports_bad_definitions_and_fails(tmp_path):
     assert result.returncode == 1
     assert "backend: 'nosuch' is unknown" in result.stdout
     assert "machinetype bad: heartbeat_file" in result.stdout and "ok good" in result.stdout
+
+
+@pytest.mark.parametrize("backend,options,expected", [
+    ("openstack", "{cloud: lab, flavour_names: [m1]}", "options.flavour_names: not an option of the openstack"),
+    ("kubernetes", "{kubeconfig: kube.yaml}", "options.namespace"),
+])
+def test_validate_checks_the_backend_options_without_a_request(tmp_path, backend, options, expected):
+    (tmp_path / "kube.yaml").write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    (tmp_path / "clouds.yaml").write_text("clouds:\n  lab:\n    auth: {auth_url: 'http://127.0.0.1:9/v3'}\n")
+    config = tmp_path / "v.yaml"
+    config.write_text(f"site: x\nendpoint: {{port: 0}}\nspaces:\n  lab:\n    backend: {backend}\n"
+                      f"    processors_limit: 2\n    options: {options}\n    machinetypes:\n      good: {{}}\n")
+    result = run("validate", "--config", str(config), cwd=tmp_path, env={**os.environ, "OS_CLIENT_CONFIG_FILE":
+                                                                           str(tmp_path / "clouds.yaml")})
+    assert result.returncode == 1, result.stdout
+    assert f"space lab: error: {config}:" in result.stdout and expected in result.stdout, result.stdout
 
 
 def test_validate_a_pipe(tmp_path):

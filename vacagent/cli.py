@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -109,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check the configuration, or one vacuum pipe, without acting",
                        description="Without PIPE: load the configuration and every space's definitions "
-                                   "(fetching pipes) and report every problem. With PIPE (a file or an "
+                                   "(fetching pipes), build each space's backend from its options as the "
+                                   "daemon would (reading credential files, sending no request) and report "
+                                   "every problem. With PIPE (a file or an "
                                    "https URL): check that pipe alone. Exit status 1 on any error.")
     _config_argument(p)
     p.add_argument("pipe", nargs="?", metavar="PIPE_FILE_OR_URL", help="a vacuum pipe to check on its own")
@@ -226,6 +229,17 @@ def _print_resolved(label: str, resolved: definitions.Resolved) -> bool:
     return not resolved.errors
 
 
+def _check_options(settings, space: SpaceSettings, scratch: Path) -> bool:
+    """Build the space's backend as the daemon would, without a request: its options' errors."""
+    try:
+        registry.create(space.backend, BackendContext(settings.site, space.name, scratch, space.options))
+    except ConfigError as e:
+        message = str(e).removeprefix(f"space {space.name}: ")
+        print(f"space {space.name}: error: {space.config_file}: spaces.{space.name}.{message}")
+        return False
+    return True
+
+
 def _check_online(settings, space: SpaceSettings, machinetypes) -> bool:
     """Ask the space's cloud (a backend with `check(machinetypes) -> [problem]`); print what it says."""
     label = f"space {space.name}"
@@ -277,6 +291,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{label}: error: {space.config_file}: spaces.{space.name}.backend: "
                       f"{space.backend!r} is unknown (known: {', '.join(sorted(BACKENDS))})")
                 ok = False
+            else:
+                ok = _check_options(settings, space, Path(cache)) and ok
             resolved = definitions.resolve_space(space, fetcher, now)
             ok = _print_resolved(label, resolved) and ok
             if args.online and space.backend in BACKENDS:
@@ -424,3 +440,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `vacagent status | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
