@@ -46,9 +46,9 @@ def test_abort_definition(code, ran, aborted):
         ("stopped with 200 before fizzle", view(state=S.STOPPED, stopped=T0 + 30,
          shutdown_message="200 ok"), MT, T0 + 40, Verdict.FINISHED, "200 ok", True),
         ("stopped silently after fizzle", view(state=S.STOPPED, stopped=T0 + 61), MT, T0 + 70,
-         Verdict.FINISHED, "", False),
+         Verdict.FINISHED, "200 Stopped by itself without a shutdown message", False),
         ("stopped silently before fizzle", view(state=S.STOPPED, stopped=T0 + 59), MT, T0 + 70,
-         Verdict.FINISHED, "", True),
+         Verdict.FINISHED, "700 Stopped by itself before fizzle_seconds without a shutdown message", True),
         ("failed before starting", view(state=S.FAILED, started=None), MT, T0 + 5,
          Verdict.FINISHED, "700 Failed to start", True),
         ("gone without starting", view(state=S.GONE, started=None), MT, T0 + 5,
@@ -127,7 +127,8 @@ def test_pod_termination_message_counts_as_shutdown_message():
          "300 No more work", True, "reclaimed"),
         ("no room after acceptance: an abort, cause kept",
          view(state=S.FAILED, started=None, cause=Cause.CAPACITY), "700 Failed to start", True, "capacity"),
-        ("no cause: as before", view(state=S.STOPPED, stopped=T0 + 10), "", True, None),
+        ("no cause: a short silent run, an abort", view(state=S.STOPPED, stopped=T0 + 10),
+         "700 Stopped by itself before fizzle_seconds without a shutdown message", True, None),
     ],
 )
 def test_platform_cause_decides_whom_an_end_is_charged_to(desc, v, message, aborted, cause):

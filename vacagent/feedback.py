@@ -45,6 +45,8 @@ from vacagent.model import (
     HEARTBEAT_STALE,
     MACHINETYPE_GONE,
     NEVER_CREATED,
+    STOPPED_EARLY,
+    STOPPED_SILENTLY,
     MachineState,
     MachineType,
     MachineView,
@@ -124,6 +126,8 @@ def assess(
             # vacagent's own failure (it stopped before the backend saw the create): not the project's abort.
             return Assessment(Verdict.FINISHED, 0.0, outcome=Outcome("", None, 0.0, False, NEVER_CREATED, at))
         ours = FAILED_TO_START if never_ran else None
+        if view.state is MachineState.STOPPED and own is None and not reclaimed:
+            ours = STOPPED_SILENTLY if ran >= fizzle or view.jobs_started else STOPPED_EARLY
         return end(Verdict.FINISHED, ran, ours, view.state.value, at)
 
     if own is not None and view.shutdown_message_at is not None:

@@ -88,6 +88,10 @@ RECLAIMED_BY_HOST = ShutdownMessage(100, "Shutdown as requested by the VM's host
 EXCEEDED_WALLCLOCK = ShutdownMessage(700, "Exceeded max_wallclock_seconds")
 HEARTBEAT_STALE = ShutdownMessage(700, "Heartbeat not updated")
 MACHINETYPE_GONE = ShutdownMessage(700, "Machinetype no longer configured")
+# A machine that stopped by itself (a VM shut down, a process exited) and said nothing: it did its work
+# if it ran past fizzle_seconds (Vac's 200), else it is an abort like any short run.
+STOPPED_SILENTLY = ShutdownMessage(200, "Stopped by itself without a shutdown message")
+STOPPED_EARLY = ShutdownMessage(700, "Stopped by itself before fizzle_seconds without a shutdown message")
 
 
 @dataclass(frozen=True)
