@@ -48,6 +48,7 @@ def site(state: Path, plane: ControlPlane, project: str, page_size: int) -> Path
     path.write_text(f"""
 site: bench
 state_dir: {state}
+endpoint: {{port: 0}}  # the machines' URLs; nothing boots them here
 spaces:
   cloud:
     backend: openstack

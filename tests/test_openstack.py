@@ -188,6 +188,7 @@ def test_validate_online_names_a_missing_image_and_a_flavor_that_does_not_fit(cl
     config.write_text(f"""
 site: lab
 state_dir: state
+endpoint: {{port: 0}}
 spaces:
   cloud:
     backend: openstack
