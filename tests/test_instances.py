@@ -134,3 +134,13 @@ def test_an_entry_in_a_newer_format_is_left_out(tmp_path, monkeypatch):
     registry.write(instance("new", {}))
     monkeypatch.setattr(formats, "FORMAT", 1)
     assert registry.read() == []
+
+
+def test_a_reused_pid_is_not_the_instance_that_wrote_the_entry():
+    """The same instance_name on the same host is refused only while the entry's own process runs."""
+    from vacagent import coordinator
+
+    started = coordinator._process_start(os.getpid())
+    assert started is not None
+    assert coordinator._running(os.getpid(), seen=started + 60)  # this process wrote it, and still runs
+    assert not coordinator._running(os.getpid(), seen=started - 60)  # written before this process existed

@@ -139,7 +139,7 @@ class Coordinator:
         others = [i for i in self.registry.read() if alive(i, now, lease_seconds)]
         for other in others:
             if other.id == self.id and (other.host, other.pid) != (self.me.host, self.me.pid):
-                if other.host != self.me.host or _running(other.pid):
+                if other.host != self.me.host or _running(other.pid, other.last_seen):
                     raise ConfigError(
                         f"{self.settings.files[0]}: instance_name: {self.id!r} is in use by pid {other.pid} on "
                         f"host {other.host} (seen {now - other.last_seen:.0f}s ago): every instance needs its own name"
@@ -352,14 +352,29 @@ class Coordinator:
         return {name: held.fence.epoch for name, held in self.held.items() if not held.fence.lost}
 
 
-def _running(pid: int) -> bool:
+def _running(pid: int, seen: float) -> bool:
+    """Is the process that wrote an entry last seen at `seen` still running as `pid`?
+    A process started after `seen` has only been given the dead instance's pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = _process_start(pid)
+    return started is None or started <= seen + 1.0  # 1 s: the boot time's rounding
+
+
+def _process_start(pid: int) -> float | None:
+    """When `pid` started, by the wall clock (Linux /proc); None where that cannot be told."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, after the command name
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 class SpaceHeld(Exception):
