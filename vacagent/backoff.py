@@ -149,22 +149,29 @@ def unknown(now: float, why: str) -> FeedbackState:
     return FeedbackState(consecutive_aborts=1, last_abort=now, wave_start=now, last_message=why)
 
 
+# feedback.json's fields: what each must be, and how it is said when it is not.
+_FIELDS = {
+    "consecutive_aborts": ("count", lambda v: isinstance(v, int) and v >= 0),
+    "ramp": ("count", lambda v: isinstance(v, int) and v >= 0),
+    "last_abort": ("time", lambda v: isinstance(v, (int, float))),
+    "backoff_until": ("time", lambda v: isinstance(v, (int, float))),
+    "wave_start": ("time", lambda v: isinstance(v, (int, float))),
+    "last_message": ("text", lambda v: isinstance(v, str)),
+    "kind": ("kind", lambda v: v in {k.value for k in Kind}),
+}
+
+
 def from_dict(data: dict) -> FeedbackState:
-    """A stored state; ValueError if a field has the wrong type."""
-    types = {"consecutive_aborts": int, "ramp": int, "last_abort": float, "backoff_until": float,
-             "wave_start": float, "last_message": str, "kind": str}
+    """A stored state; ValueError naming the first field that is not what it must be.
+    Absent or null fields (an older vacagent's file) take their defaults."""
     fields = {}
-    for key, kind in types.items():
+    for key, (what, valid) in _FIELDS.items():
         value = data.get(key)
-        if value is None and kind is not int:
+        if value is None:
             continue
-        ok = isinstance(value, int if kind is int else (int, float) if kind is float else str)
-        if not ok or isinstance(value, bool) or (kind is int and value < 0):
-            raise ValueError(f"{key}: {value!r} is not a{'' if kind is int else ' time' if kind is float else ' text'}"
-                             f"{' count' if kind is int else ''}")
-        fields[key] = float(value) if kind is float else value
-    if fields.get("kind") is not None and fields["kind"] not in {k.value for k in Kind}:
-        raise ValueError(f"kind: {fields['kind']!r} is not one of {', '.join(k.value for k in Kind)}")
+        if isinstance(value, bool) or not valid(value):
+            raise ValueError(f"{key}: {value!r} is not a {what}")
+        fields[key] = float(value) if what == "time" else value
     return FeedbackState(**fields)
 
 
