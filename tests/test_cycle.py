@@ -318,6 +318,33 @@ def test_fenced_off_between_intent_and_create_is_never_created_and_blames_no_pro
     assert lab.space.store.feedback("a").consecutive_aborts == 0
 
 
+class ForgetfulCloud(FakeBackend):
+    """A cloud whose listing leaves out the machines named in `hidden` (as Nova's can), though
+    asked for them one by one it finds them."""
+
+    hidden: set = set()
+
+    def list_machines(self):
+        return [m for m in super().list_machines() if m.name not in self.hidden]
+
+    def look_up(self, machines):
+        everything = {m.name: m for m in super().list_machines()}
+        return [everything[m.name] for m in machines if m.name in everything]
+
+
+def test_a_machine_left_out_of_one_listing_is_looked_up_not_closed(tmp_path):
+    lab = Lab(tmp_path, processors_limit=2, budget=2)
+    lab.backend.__class__ = ForgetfulCloud
+    lab.cycle()
+    lab.cycle(60)  # both listed running
+    kept, ended = lab.live()
+    lab.backend.hidden = {kept, ended}
+    del lab.backend.machines[ended]  # really gone, behind vacagent's back
+    d = lab.cycle(60)
+    assert [line["machine"] for line in lab.accounting()] == [ended]  # the gone one is closed
+    assert kept in lab.records and kept not in {x["machine"] for x in d["deleted"]}
+
+
 class Told(Reporter):
     def __init__(self):
         self.quarantined = []

@@ -203,3 +203,22 @@ spaces:
     assert "machinetype no-image: root_image: no active image 'no-such-image' in Glance" in out
     assert "machinetype too-big: no usable flavor (vac.1: 1 vCPUs, outside 8-8)" in out
     assert "machinetype good" not in out
+
+
+def test_a_server_left_out_of_a_listing_is_found_when_looked_up(cloud, project, tmp_path):
+    """A listing that leaves a live server out (Nova's, across cells and build requests) must not
+    close its record: the cycle asks for it alone.  Here the proxy answers one listing with nothing."""
+    backend = make(cloud, project, tmp_path, faulty=True)
+    made = backend.create_machine(CreateRequest("mt-hidden", mt(), "#!/bin/sh\n"))
+    listed(backend, "mt-hidden")
+    gone = backend.create_machine(CreateRequest("mt-gone", mt(), "#!/bin/sh\n"))
+    listed(backend, "mt-gone")
+    admin = cloud.admin(project)
+    admin.compute.delete_server(gone.backend_id)
+    admin.compute.wait_for_delete(admin.compute.get_server(gone.backend_id), wait=60)
+    cloud.proxy.inject("GET", r"/servers/detail", 200, {"servers": []})
+    assert backend.list_machines() == []
+    before = backend.requests_made
+    (found,) = backend.look_up([made, gone])
+    assert (found.name, found.backend_id) == ("mt-hidden", made.backend_id)
+    assert backend.requests_made == before + 2  # one GET per machine asked for; the deleted one is a 404

@@ -29,7 +29,7 @@ from vacagent.clock import Clock, SystemClock
 from vacagent.config import Settings, SpaceSettings
 from vacagent.errors import ConfigError, VacagentError
 from vacagent.fetch import Fetcher
-from vacagent.model import STATE_VALUE, MachineRecord, MachineState, MachineType, MachineView, SpaceLimits, iso
+from vacagent.model import STATE_VALUE, Machine, MachineRecord, MachineState, MachineType, MachineView, SpaceLimits, iso
 from vacagent.reconcile import reconcile
 from vacagent.report import Reporter
 from vacagent.state import uptime
@@ -167,11 +167,12 @@ def _cycle(space: Space, now: float) -> dict[str, Any]:
     _report_demand(space, demand_problems)
 
     listing = space.backend.list_machines()
-    machines = {m.name: m for m in listing}
     limits = settings.limits
     if settings.quota_from_cloud:
         limits, held = _within_quota(space, held, machinetypes)
     known = store.records()
+    listing = _looked_up(space, listing, known)
+    machines = {m.name: m for m in listing}
     for name, reason in dict(store.damaged).items():
         try:
             where = str(store.quarantine(name, now))
@@ -268,6 +269,23 @@ def _within_quota(space: Space, held: dict[str, str], machinetypes) -> tuple[Spa
     if why:
         held = {**{name: why for name in machinetypes}, **held}
     return limits, held
+
+
+def _looked_up(space: Space, listing: list[Machine], known: dict[str, MachineRecord]) -> list[Machine]:
+    """The listing, with the machines it left out that the backend finds when asked one by one
+    (backends with `look_up`): a record is closed as gone only when its machine really is."""
+    look_up = getattr(space.backend, "look_up", None)
+    if look_up is None:
+        return listing
+    names = {m.name for m in listing}
+    missing = [Machine(r.name, r.machinetype, MachineState.UNKNOWN, r.backend_id, r.processors)
+               for name, r in known.items() if name not in names and r.listed and r.deleting_since is None]
+    if not missing:
+        return listing
+    found = look_up(missing)
+    for machine in found:
+        space.actuator.reporter.machine_left_out(space.name, machine)
+    return listing + found
 
 
 def _feedback(space: Space, machinetype: str, now: float) -> FeedbackState:

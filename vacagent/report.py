@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from vacagent import logs
 from vacagent.backoff import FeedbackState
-from vacagent.model import MachineRecord, iso
+from vacagent.model import Machine, MachineRecord, iso
 
 log = logs.get("vacagent.cycle")
 
@@ -27,6 +27,8 @@ class Reporter:
     def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None: ...
 
     def feedback_quarantined(self, space: str, machinetype: str, reason: str, where: str) -> None: ...
+
+    def machine_left_out(self, space: str, machine: Machine) -> None: ...
 
     def disk_full(self, space: str, unwritten: list[str]) -> None: ...
 
@@ -70,6 +72,10 @@ class LogReporter(Reporter):
     def record_quarantined(self, space: str, name: str, reason: str, where: str) -> None:
         log.error("record quarantined", space=space, machine=name, moved_to=where, why=reason,
                   then="the machine, if the backend lists it, is adopted; every other machine goes on")
+
+    def machine_left_out(self, space: str, machine: Machine) -> None:
+        log.warning("machine left out of the listing", space=space, machine=machine.name, state=machine.state.value,
+                    then="the backend found it when asked for it alone: not taken for gone")
 
     def feedback_quarantined(self, space: str, machinetype: str, reason: str, where: str) -> None:
         log.error("feedback quarantined", space=space, machinetype=machinetype, moved_to=where, why=reason,

@@ -69,6 +69,14 @@ class Backend(Protocol):
         """Ask for the machine's deletion; already gone counts as success."""
 
 
+class LookingUp(Protocol):
+    def look_up(self, machines: list[Machine]) -> list[Machine]:
+        """Of `machines`, listed before and left out of the last listing without vacagent deleting
+        them, those that still exist, as they are now.  For clouds whose listing can leave out a
+        live machine (Nova's across its cells and build requests, EC2's eventual consistency):
+        the cycle asks before it takes a machine for gone, which would close its record."""
+
+
 class QuotaReporting(Protocol):
     def quota(self) -> Quota:
         """The cloud's limits on this site's machines in the space, read now (after a listing)."""

@@ -158,6 +158,26 @@ class OpenStackBackend:
         self._zones_of = {s["name"]: s.get("OS-EXT-AZ:availability_zone") or "" for s in ours}
         return machines
 
+    def look_up(self, machines: list[Machine]) -> list[Machine]:
+        """GET each server the listing left out (base.LookingUp): 404 is gone; Nova can leave a live
+        server out of a tag-filtered listing while it moves between cells and build requests."""
+        found = []
+        for machine in machines:
+            if not machine.backend_id:
+                continue
+            action = f"looking up machine {machine.name}"
+            status, body, response = self._call("compute", "GET", f"/servers/{machine.backend_id}", action)
+            if status == 404:
+                continue
+            if status != 200:
+                raise self._fail(action, status, body, response)
+            server = body.get("server", {})
+            if nova.is_ours(server, self.site, self.space) and server.get("name") == machine.name:
+                found.append(nova.to_machine(server))
+        if self._known is not None:
+            self._known.update((m.name, m) for m in found)
+        return found
+
     # -- catalogue lookups (cached for the backend's life) -----------------
 
     def _flavor_table(self, refresh: bool = False) -> dict[str, Mapping[str, Any]]:
