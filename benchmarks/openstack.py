@@ -87,8 +87,9 @@ def steady(space, cycles: int, interval: float) -> dict:
         if sample["created"] == 0:
             samples.append(sample)
         time.sleep(interval)
-    return {key: round(sum(s[key] for s in samples) / len(samples), 4) for key in ("requests", "lookups", "cpu_s",
+    mean = {key: round(sum(s[key] for s in samples) / len(samples), 4) for key in ("requests", "lookups", "cpu_s",
                                                                                    "wall_s")}
+    return {**mean, "requests_each": [s["requests"] for s in samples]}
 
 
 def wait_until(space, condition, interval: float, t0: float) -> float:
@@ -161,6 +162,7 @@ def report(result: dict, args) -> None:
         if s is None:
             continue
         print(f"steady cycle at {size} servers (page_size {args.page_size}): {s['requests']} requests "
+              f"(each cycle: {', '.join(map(str, s['requests_each']))}) "
               f"+ {s['lookups']} lookups, {s['cpu_s'] * 1000:.1f} ms CPU, {s['wall_s'] * 1000:.0f} ms wall", flush=True)
 
 
