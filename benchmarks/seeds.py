@@ -68,6 +68,9 @@ def with_demand(scenario):
     return replace(scenario, projects=tuple(replace(p, reports=p.reports | {"demand"}) for p in scenario.projects))
 
 
+JOBS: int | None = None  # worker processes per simulation (--jobs); None: one per CPU
+
+
 def run(name: str, seed: int, a: str, b: str, cache: Path | None, demand: bool = False) -> tuple[dict, dict, dict]:
     scenario = scenarios.load(name, seed)
     if demand:
@@ -75,9 +78,9 @@ def run(name: str, seed: int, a: str, b: str, cache: Path | None, demand: bool =
     cached = cache / f"{scenario.name}-{seed}-{b}.json" if cache else None
     if cached is not None and cached.is_file():
         saved = json.loads(cached.read_text())
-        x = simulate(scenario, (a, "oracle")).figures
+        x = simulate(scenario, (a, "oracle"), jobs=JOBS).figures
         return x[a]["total"].to_json(), saved["total"], saved["oracle"]
-    f = simulate(scenario, (a, b, "oracle")).figures
+    f = simulate(scenario, (a, b, "oracle"), jobs=JOBS).figures
     x, y, oracle = f[a]["total"].to_json(), f[b]["total"].to_json(), f["oracle"]["total"].to_json()
     if cached is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,10 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, help="directory keeping the second policy's figures")
     parser.add_argument("--json", type=Path, help="also write every row's figures here")
     parser.add_argument("--demand", action="store_true", help="every project's machines also report demand")
+    parser.add_argument("--jobs", type=int, help="worker processes per simulation (default: one per CPU)")
     args = parser.parse_args()
+    global JOBS
+    JOBS = args.jobs
     a, b = args.policies.split(",")
     header(a, b)
     rows, started = [], time.monotonic()

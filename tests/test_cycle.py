@@ -11,7 +11,8 @@ from vacagent.backends.base import BackendContext, CreateRequest
 from vacagent.backends.fake import FakeBackend
 from vacagent.clock import FakeClock, SteadyClock, SystemClock
 from vacagent.config import Settings, SpaceSettings
-from vacagent.errors import QuotaExceeded, Temporary
+from vacagent.backoff import FeedbackState
+from vacagent.errors import CapacityExhausted, Permanent, QuotaExceeded, Temporary
 from vacagent.model import MachineState, SpaceLimits
 from vacagent.report import Reporter
 from vacagent.state.atomic import write_text
@@ -128,7 +129,7 @@ def test_feedback_loop_fizzle_backoff_probe_reset(tmp_path):
     assert len(d["created"]["a"]) == 3
 
 
-def test_quota_error_closes_record_backs_off_and_other_machinetypes_go_on(tmp_path, ):
+def test_quota_error_closes_record_holds_the_cycle_and_other_machinetypes_go_on(tmp_path, ):
     script = tmp_path / "ud"
     script.write_text("x")
     types = {n: {"user_data": str(script), "backoff_seconds": 100} for n in ("a", "b")}
@@ -139,10 +140,30 @@ def test_quota_error_closes_record_backs_off_and_other_machinetypes_go_on(tmp_pa
     # the plan gave a and b two each; a's failure stops a for this cycle and
     # its unused attempt is not handed to b (the budget was spent on trying)
     assert lab.live("a") == [] and len(lab.live("b")) == 2
-    assert lab.space.store.feedback("a").consecutive_aborts == 1
+    # the cloud's refusal, not the project's abort: no backoff, and `why` says which rule held it
+    assert lab.space.store.feedback("a").consecutive_aborts == 0
+    assert d["held"]["a"].startswith("capacity: create refused: quota exceeded for cores")
     (failed,) = [x for x in lab.accounting() if x["machinetype"] == "a"]
     assert failed["shutdown_message"].startswith("700 Failed to start: quota exceeded")
+    assert failed["cause"] == "quota"
     assert set(lab.records) == set(lab.live("b"))
+    d = lab.cycle(60)  # the next cycle tries again (and a, with nothing, comes first by its share)
+    assert len(d["created"]["a"]) == 3
+
+
+@pytest.mark.parametrize("error, aborts", [(CapacityExhausted("space s is full"), 3), (Permanent("no such image"), 4)])
+def test_a_capacity_refusal_does_not_escalate_a_probing_machinetype(tmp_path, error, aborts):
+    """A machinetype probing after three empty-queue aborts whose probe the cloud refuses for want of room
+    keeps its count and probes again next cycle; a permanent refusal (its image) escalates its backoff."""
+    lab = Lab(tmp_path, budget=4)
+    state = FeedbackState(3, T0 - 900, T0 - 10, T0 - 900, "a-x: 300 No more work available", "empty_queue")
+    lab.space.store.save_feedback("a", state)
+    lab.backend.fail_next("create", error)
+    d = lab.cycle()
+    assert d["create_failed"] == ["a"]
+    assert lab.space.store.feedback("a").consecutive_aborts == aborts
+    d = lab.cycle(60)
+    assert len(d["created"].get("a", [])) == (1 if aborts == 3 else 0)  # the one probe, or held by the backoff
 
 
 def test_temporary_error_keeps_the_record_until_grace(tmp_path):

@@ -5,11 +5,13 @@ abort says, decaying with time; the ramp; machines still looking hold
 creation back; demand hints bound it.
 """
 
+from dataclasses import replace
+
 import pytest
 
 from vacagent import backoff, planner
 from vacagent.backoff import FeedbackState, Gate, Kind
-from vacagent.model import MachineState as S
+from vacagent.model import Cause, MachineState as S
 
 from conftest import T0, limits, mt, view
 
@@ -245,3 +247,45 @@ def test_a_demand_hint_lifts_only_an_empty_queue_backoff(kind, made):
     fb = probing(last_abort=NOW - 10, until=NOW + 500, kind=kind.value)
     d = planner.plan(limits(100), mts(A), [reporter(4, NOW - 5)], fb, NOW)
     assert created(d).get("a", 0) == made
+
+
+# ---- the cloud's refusal is not the project's abort ----------------------------
+
+@pytest.mark.parametrize(
+    "cause, message, started, kind",
+    [
+        (Cause.CAPACITY, "700 Failed to start", None, None),  # No valid host, unschedulable: no backoff
+        (Cause.QUOTA, "700 Failed to start", None, None),     # the quota's late re-check: no backoff
+        (None, "700 Failed to start", None, Kind.NO_START),   # it never started, for no reason the cloud gave
+        (None, "500 Cannot mount /cvmfs", NOW - 400, Kind.FAILURE),
+    ],
+)
+def test_a_machine_the_cloud_ended_for_want_of_room_is_no_abort(cause, message, started, kind):
+    """Three empty-queue aborts, then the probe is taken back by the cloud: the count stays at three and
+    nothing more is created this cycle (`capacity` in held); a failure of the project's escalates."""
+    fb = probing(aborts=3, last_abort=NOW - 700, until=NOW - 20, kind=Kind.EMPTY_QUEUE.value)
+    state = S.STOPPED if started else S.FAILED
+    ended = machine(state=state, created_at=NOW - 500, started=started, stopped=NOW - 10, shutdown_message=message,
+                    cause=cause)
+    d = planner.plan(limits(100), mts(A), [ended], fb, NOW)
+    after = d.feedback.get("a", fb["a"])
+    if kind is None:
+        assert (after.consecutive_aborts, after.backoff_until, after.kind) == (3, NOW - 20, Kind.EMPTY_QUEUE.value)
+        assert d.plan.held["a"].startswith(f"capacity: a-p ended by the cloud ({cause.value})")
+        assert created(d) == {}
+        again = planner.plan(limits(100), mts(A), [], fb, NOW + 60)  # next cycle: the one probe
+        assert created(again) == {"a": 1}
+    else:
+        assert (after.consecutive_aborts, after.kind) == (4, kind.value)
+        assert d.plan.held["a"].startswith("backoff")
+
+
+@pytest.mark.parametrize(
+    "ramp, made, after",
+    [(0, 0, 0), (1, 0, 1), (64, 0, 1), (64, 20, 20), (64, 64, 64), (8, 30, 8)],
+)
+def test_a_refusal_keeps_the_backoff_and_shrinks_the_ramp_to_what_fitted(ramp, made, after):
+    state = FeedbackState(2, T0, T0 + 200, T0, "a-x: 300 No more work available", Kind.EMPTY_QUEUE.value, ramp)
+    refused = backoff.record_refusal(state, made)
+    assert refused == replace(state, ramp=after)
+    assert backoff.gate(refused, T0 + 200) is Gate.PROBE

@@ -20,9 +20,11 @@ LeaseLost there and stops acting on the space at once.  Every new record
 carries the epoch it was created under.
 
 A failed create stops creation of that machinetype for the rest of the
-cycle.  Capacity, quota and permanent errors put the machinetype into
-backoff; a temporary error (timeout, 5xx) does not, and its record is kept
-until reconcile sees whether the machine appeared after all.
+cycle.  A permanent error (or a user_data that cannot be rendered) puts the
+machinetype into backoff; a capacity or quota refusal does not (the cloud had
+no room: `backoff.record_refusal`) and is kept in `refused` for the cycle's
+decision record; a temporary error (timeout, 5xx) does neither, and its
+record is kept until reconcile sees whether the machine appeared after all.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ from vacagent.backoff import FeedbackState
 from vacagent.endpoint.paths import machine_urls
 from vacagent.feedback import with_own_message
 from vacagent.fetch import Fetcher
-from vacagent.model import Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
+from vacagent.model import Cause, Machine, MachineRecord, MachineState, MachineType, Outcome, Plan, ShutdownMessage
 from vacagent.report import Reporter
 from vacagent.state.lease import Fence
 from vacagent.state.store import SpaceStore
+
+
+_REFUSAL_CAUSES = {errors.CapacityExhausted: Cause.CAPACITY, errors.QuotaExceeded: Cause.QUOTA}
 
 
 def _state(record: MachineRecord) -> MachineState:
@@ -81,6 +86,7 @@ class Actuator:
             self.fence.confirm(action, name)
 
     unwritten: list[str] = field(default_factory=list)  # this cycle's writes a full disk refused (see `writing`)
+    refused: dict[str, str] = field(default_factory=dict)  # machinetype -> the cloud's capacity/quota refusal, this cycle
 
     @contextlib.contextmanager
     def writing(self, what: str) -> Iterator[None]:
@@ -140,9 +146,10 @@ class Actuator:
         feedback: FeedbackState,
         now: float,
         extra_values: Mapping[str, str] | None = None,
+        made: int = 0,
     ) -> tuple[MachineRecord | None, FeedbackState]:
-        """Create one machine.  Returns its record (None on failure) and the
-        machinetype's feedback state, which a failure may have changed."""
+        """Create one machine (after `made` of its machinetype this cycle).  Returns its record (None on
+        failure) and the machinetype's feedback state, which a failure may have changed."""
         name = self.names(machinetype.name)
         try:
             token = tokens.new(self.space, name)
@@ -199,8 +206,14 @@ class Actuator:
             if backs_off:
                 # The cloud said no for certain: nothing exists, close the record now.
                 message = str(ShutdownMessage(700, f"Failed to start: {e}"))[:200]
-                self.close(record, Outcome(message, 700, 0.0, True, "create failed", now), now, machinetype)
-                feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
+                cause = next((c for kind, c in _REFUSAL_CAUSES.items() if isinstance(e, kind)), None)
+                outcome = Outcome(message, 700, 0.0, True, "create failed", now, cause.value if cause else None)
+                self.close(record, outcome, now, machinetype)
+                if cause is not None:  # the cloud had no room: not the project's abort
+                    self.refused[machinetype.name] = f"create refused: {e}"
+                    feedback = backoff.record_refusal(feedback, made)
+                else:
+                    feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
             else:
                 # The machine may exist after all: reconcile adopts it or closes the
                 # record after intent_grace_seconds.  The backend answered: no longer
@@ -228,6 +241,7 @@ class Actuator:
     ) -> dict[str, Any]:
         """Execute the plan; `feedback` is updated in place.  Returns what was done."""
         done: dict[str, Any] = {"created": {}, "deleted": [], "closed": [], "failed": []}
+        self.refused = {}
         for close in plan.closes:
             record = records[close.name]
             with self.writing(f"closing {close.name}"):  # a journaled close is completed next cycle
@@ -239,13 +253,14 @@ class Actuator:
             done["deleted"].append({"machine": delete.name, "reason": delete.reason})
         for create in plan.creates if not self.unwritten else ():
             mt = machinetypes[create.machinetype]
-            for _ in range(create.count):
+            for made in range(create.count):
                 state = feedback.get(mt.name, FeedbackState())
-                record, new_state = self.create(mt, create.probe, state, now)
+                record, new_state = self.create(mt, create.probe, state, now, made=made)
                 if new_state != state:
                     feedback[mt.name] = new_state
                 if record is None:
                     done["failed"].append(mt.name)
                     break
                 done["created"].setdefault(mt.name, []).append(record.name)
+        done["refused"] = dict(self.refused)
         return done

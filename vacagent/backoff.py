@@ -26,6 +26,13 @@ escalation) just keep the backoff running from their own abort time.  Only a
 machine created after the escalation (the probe, or a failed creation
 attempt) escalates again.
 
+A creation the cloud refused for capacity or quota (`record_refusal`: the
+create call refused with `CapacityExhausted`/`QuotaExceeded`, or a machine
+it accepted and then ended with the `capacity`/`quota` cause) is not an
+abort: the cloud had no room, the project is not at fault.  Nothing starts,
+escalates or decays; the machinetype creates nothing more that cycle and
+tries again the next one, as Vcycle does; a ramp shrinks to what fitted.
+
 Success ends the backoff at once: a machine that reports it started a job
 after the last abort (`record_found_work`), or a machine
 created after the last escalation that ran `fizzle_seconds`
@@ -40,7 +47,7 @@ store; used by `planner` and `actuate`.  Time is always an argument.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vacagent.model import MachineType
 
@@ -122,6 +129,16 @@ def record_abort(
         last_message=message,
         kind=kind.value,
     )
+
+
+def record_refusal(state: FeedbackState, made: int = 0) -> FeedbackState:
+    """The cloud refused a creation for capacity or quota after `made` machines of the machinetype were
+    created this cycle: not the project's abort.  The backoff's count, wave, last abort and expiry stay
+    as they were (a refusal neither starts, escalates nor prolongs one); a ramp shrinks to what fitted
+    (at least one machine), so that it does not grow while the cloud creates nothing."""
+    if state.ramp <= max(1, made):
+        return state
+    return replace(state, ramp=max(1, made))
 
 
 def _ended(state: FeedbackState, ramp: int) -> FeedbackState:

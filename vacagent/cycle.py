@@ -340,6 +340,11 @@ def _live_ledger(records: dict[str, MachineRecord], job_seconds: dict[str, float
     return {mt: {k: round(v, 3) for k, v in phases.items()} for mt, phases in live.items()}
 
 
+def refusal_reason(refusal: str) -> str:
+    """The held reason of a machinetype whose creation the cloud refused this cycle (capacity, quota)."""
+    return f"capacity: {refusal}; the cloud's, not the project's abort: no backoff, tried again next cycle"
+
+
 def _decision_record(space, now, views, decision, done, definition_errors, feedback, limits) -> dict[str, Any]:
     per_mt: dict[str, dict[str, int]] = {}
     gone = MachineState.GONE
@@ -363,7 +368,7 @@ def _decision_record(space, now, views, decision, done, definition_errors, feedb
         "create_failed": done["failed"],
         "deleted": done["deleted"],
         "closed": done["closed"],
-        "held": dict(decision.plan.held),
+        "held": {**decision.plan.held, **{mt: refusal_reason(why) for mt, why in done.get("refused", {}).items()}},
         "backoff": {
             name: {"until": state.backoff_until, "consecutive_aborts": state.consecutive_aborts}
             for name, state in feedback.items()

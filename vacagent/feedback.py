@@ -24,8 +24,9 @@ An *abort* is a machine that ended with a code 300-699, or that ran less than
 machine (spot reclaim, preemption, eviction: `Cause.RECLAIMED`): its short
 run is never the project's abort, and it reads `100` when the machine left
 no message (a 3xx-6xx message of its own still counts).
-An end the platform puts down to capacity or quota is an abort (the
-machinetype backs off), with the cause kept in the outcome.  A machine's own shutdown message always
+An end the platform puts down to capacity or quota is an abort in the
+outcome (the machine did no work), with the cause kept; the planner does not
+back the machinetype off for it (the cloud had no room: `backoff.record_refusal`).  A machine's own shutdown message always
 stands: vacagent's message is used only when the machine left none.
 
 Neighbours: `planner` turns assessments into a Plan; `backoff` turns aborts

@@ -11,6 +11,10 @@ machines reporting a job started (`jobs_started`), in time order, move each
 machinetype's backoff state (`backoff`).  Then creation (`_creations`),
 per machinetype, by these rules, each naming itself first in `Plan.held`:
 
+- `capacity`: none more this cycle after the cloud took back a machine of
+  it for want of room (the outcome's cause `capacity` or `quota`): not the
+  project's abort, so no backoff; it tries again next cycle (a create the
+  cloud refuses is the actuator's, with the same rule: `backoff.record_refusal`);
 - `backoff`: none while the backoff lasts (a fresh `demand` report of
   waiting jobs lifts a backoff after `300`);
 - `looking`: none while a machine of it is up and reports 0 jobs started;
@@ -45,6 +49,7 @@ from vacagent import backoff
 from vacagent.backoff import FeedbackState, Gate, Kind
 from vacagent.feedback import Assessment, assess
 from vacagent.model import (
+    Cause,
     Quota,
     Close,
     Create,
@@ -62,6 +67,7 @@ _NOT_YET_RUNNING = frozenset({MachineState.STARTING, MachineState.UNKNOWN})
 DEMAND_FRESH_SECONDS = 600  # a demand report older than this is ignored
 DEMAND_HINT = "demand_hint"  # MachineType.extra key: (time, jobs waiting, where), from its demand_url (`demand`)
 _FIZZLE, _FOUND = object(), object()  # kinds of success evidence
+_REFUSALS = frozenset({Cause.CAPACITY.value, Cause.QUOTA.value})  # an outcome's causes that are the cloud's refusal
 
 
 @dataclass(frozen=True)
@@ -153,8 +159,11 @@ def plan(
     views = list(views)
     held = dict(held or {})
     life = lifecycle(limits, machinetypes, views, now)
-    states = _feedback(machinetypes, life, feedback, now)
+    states, refused = _feedback(machinetypes, life, feedback, now)
     current = {**feedback, **states}
+    for name, what in refused.items():
+        held.setdefault(name, f"capacity: {what}; the cloud's, not the project's abort: no backoff, "
+                              "tried again next cycle")
     creates, ramps = _creations(limits, machinetypes, views, current, now, held)
     for name, ramp in ramps.items():
         states[name] = replace(current.get(name, FeedbackState()), ramp=ramp)
@@ -170,8 +179,9 @@ def _feedback(
     life: Lifecycle,
     feedback: Mapping[str, FeedbackState],
     now: float,
-) -> dict[str, FeedbackState]:
-    """The machinetypes' new feedback states from this cycle's evidence, in time order.
+) -> tuple[dict[str, FeedbackState], dict[str, str]]:
+    """The machinetypes' new feedback states from this cycle's evidence, in time order, and the
+    machinetypes whose machines the cloud ended for capacity or quota this cycle (name -> what).
 
     Evidence: an abort (at its end); a machine that ran past fizzle_seconds
     (at started + fizzle_seconds, whenever it ends: a probe that ran its
@@ -180,10 +190,13 @@ def _feedback(
     just before its end when it has ended).
     """
     events = []
+    refused: dict[str, str] = {}
     for view, a in life.ended:
         outcome = a.outcome
         mt = machinetypes[view.machinetype]
-        if outcome.aborted:
+        if outcome.cause in _REFUSALS:  # the cloud took it back for want of room: not the project's abort
+            refused[mt.name] = f"{view.name} ended by the cloud ({outcome.cause}): {outcome.message or outcome.reason}"
+        elif outcome.aborted:
             events.append((outcome.at, 2, view, outcome))
         if view.started is not None and outcome.ran_seconds >= mt.fizzle_seconds:
             events.append((view.started + mt.fizzle_seconds, 0, view, _FIZZLE))
@@ -214,7 +227,11 @@ def _feedback(
             state = backoff.record_abort(state, mt, at, view.created, message, kind)
         if state != feedback.get(mt.name, FeedbackState()) or mt.name in states:
             states[mt.name] = state
-    return states
+    for name in refused:
+        state = backoff.record_refusal(states.get(name, feedback.get(name, FeedbackState())))
+        if state != feedback.get(name, FeedbackState()):
+            states[name] = state
+    return states, refused
 
 
 def _creations(
