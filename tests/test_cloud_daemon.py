@@ -145,21 +145,22 @@ def test_daemon_creates_lists_deletes_and_a_spot_reclaim_is_not_an_abort(tmp_pat
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
 
 
-def test_a_capacity_refusal_is_tried_again_next_cycle_without_backoff(tmp_path, cloud, vacagent_bin):
-    """The cloud's refusal is not the project's abort: no backoff, the reason in the decision record."""
+def test_a_capacity_refusal_backs_the_machinetype_off_without_counting_an_abort(tmp_path, cloud, vacagent_bin):
+    """The cloud's refusal is not the project's abort, but the full cloud is not asked again every cycle."""
     c, site = cloud
     before = c.creates()
     c.refuse_next_create()
     state = tmp_path / "state"
     daemon = start(vacagent_bin, c.config(tmp_path, site), tmp_path / "daemon.log", c.environment)
     try:
-        wait_for(lambda: len(c.live(site)) >= 1, timeout=60)  # a later cycle's create got through
-        assert c.creates() >= before + 2
-        assert feedback(state).get("consecutive_aborts", 0) == 0
+        fb = wait_for(lambda: feedback(state).get("kind") == "capacity" and feedback(state), timeout=60)
+        assert fb["backoff_until"] > time.time() + 30 and fb.get("consecutive_aborts", 0) == 0
+        time.sleep(2)  # several cycles: nothing more is asked of the cloud while backing off
+        assert c.creates() == before + 1 and c.live(site) == {}
+        assert "RESOURCE_POOL_EXHAUSTED" in fb["last_message"] or "InsufficientInstanceCapacity" in fb["last_message"]
         decisions = [json.loads(line) for line in (state / "decisions" / "cloud.jsonl").read_text().splitlines()]
         (held,) = [d["held"]["burst"] for d in decisions if d.get("create_failed")][:1]
-        assert held.startswith("capacity: create refused")
-        assert "RESOURCE_POOL_EXHAUSTED" in held or "InsufficientInstanceCapacity" in held
+        assert held.startswith("capacity: create refused") and "backoff until" in held
     finally:
         stop(daemon)
 

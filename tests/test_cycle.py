@@ -140,21 +140,23 @@ def test_quota_error_closes_record_holds_the_cycle_and_other_machinetypes_go_on(
     # the plan gave a and b two each; a's failure stops a for this cycle and
     # its unused attempt is not handed to b (the budget was spent on trying)
     assert lab.live("a") == [] and len(lab.live("b")) == 2
-    # the cloud's refusal, not the project's abort: no backoff, and `why` says which rule held it
+    # the cloud's refusal, not the project's abort: a backoff that counts no abort, and `why` says which rule
     assert lab.space.store.feedback("a").consecutive_aborts == 0
-    assert d["held"]["a"].startswith("capacity: create refused: quota exceeded for cores")
+    assert d["held"]["a"].startswith("capacity: create refused: quota exceeded for cores; backoff until")
     (failed,) = [x for x in lab.accounting() if x["machinetype"] == "a"]
     assert failed["shutdown_message"].startswith("700 Failed to start: quota exceeded")
     assert failed["cause"] == "quota"
     assert set(lab.records) == set(lab.live("b"))
-    d = lab.cycle(60)  # the next cycle tries again (and a, with nothing, comes first by its share)
-    assert len(d["created"]["a"]) == 3
+    d = lab.cycle(60)  # within backoff_seconds the cloud is not asked again
+    assert "a" not in d["created"] and "the cloud's refusal" in d["held"]["a"]
+    d = lab.cycle(40)  # then it is, at full rate (a, with nothing, comes first by its share)
+    assert len(d["created"]["a"]) >= 3
 
 
 @pytest.mark.parametrize("error, aborts", [(CapacityExhausted("space s is full"), 3), (Permanent("no such image"), 4)])
 def test_a_capacity_refusal_does_not_escalate_a_probing_machinetype(tmp_path, error, aborts):
     """A machinetype probing after three empty-queue aborts whose probe the cloud refuses for want of room
-    keeps its count and probes again next cycle; a permanent refusal (its image) escalates its backoff."""
+    keeps its count and probes again after backoff_seconds; a permanent refusal (its image) escalates."""
     lab = Lab(tmp_path, budget=4)
     state = FeedbackState(3, T0 - 900, T0 - 10, T0 - 900, "a-x: 300 No more work available", "empty_queue")
     lab.space.store.save_feedback("a", state)
@@ -162,7 +164,8 @@ def test_a_capacity_refusal_does_not_escalate_a_probing_machinetype(tmp_path, er
     d = lab.cycle()
     assert d["create_failed"] == ["a"]
     assert lab.space.store.feedback("a").consecutive_aborts == aborts
-    d = lab.cycle(60)
+    assert "a" not in lab.cycle(60)["created"]
+    d = lab.cycle(60)  # past backoff_seconds
     assert len(d["created"].get("a", [])) == (1 if aborts == 3 else 0)  # the one probe, or held by the backoff
 
 

@@ -83,8 +83,8 @@ def test_metrics_scraped_and_parsed_follow_the_conventions(tmp_path):
     assert samples[("vacagent_backend_requests_total", (*create, ("outcome", "ok"), ("space", "lab")))] == 2
     assert samples[("vacagent_backend_requests_total", (*create, ("outcome", "capacity"), ("space", "lab")))] == 1
     assert samples[("vacagent_backend_request_duration_seconds_count", create)] == 3
-    # the capacity refusal is the cloud's, not the project's abort: exported, and no backoff
-    assert samples[("vacagent_backoff", lab_a)] == 0 and samples[("vacagent_backoff_consecutive_aborts", lab_a)] == 0
+    # the capacity refusal is the cloud's, not the project's abort: a backoff, and no abort counted
+    assert samples[("vacagent_backoff", lab_a)] == 1 and samples[("vacagent_backoff_consecutive_aborts", lab_a)] == 0
     assert ("vacagent_heartbeat_age_seconds", lab_a) in samples and ("vacagent_heartbeats_late", lab_a) in samples
 
 

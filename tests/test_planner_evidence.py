@@ -254,15 +254,16 @@ def test_a_demand_hint_lifts_only_an_empty_queue_backoff(kind, made):
 @pytest.mark.parametrize(
     "cause, message, started, kind",
     [
-        (Cause.CAPACITY, "700 Failed to start", None, None),  # No valid host, unschedulable: no backoff
-        (Cause.QUOTA, "700 Failed to start", None, None),     # the quota's late re-check: no backoff
+        (Cause.CAPACITY, "700 Failed to start", None, None),  # No valid host, unschedulable
+        (Cause.QUOTA, "700 Failed to start", None, None),     # the quota's late re-check
         (None, "700 Failed to start", None, Kind.NO_START),   # it never started, for no reason the cloud gave
         (None, "500 Cannot mount /cvmfs", NOW - 400, Kind.FAILURE),
     ],
 )
 def test_a_machine_the_cloud_ended_for_want_of_room_is_no_abort(cause, message, started, kind):
-    """Three empty-queue aborts, then the probe is taken back by the cloud: the count stays at three and
-    nothing more is created this cycle (`capacity` in held); a failure of the project's escalates."""
+    """Three empty-queue aborts, then the probe is taken back by the cloud: the count stays at three, a
+    backoff of backoff_seconds (not doubled) holds it, then it probes again; a failure of the project's
+    escalates."""
     fb = probing(aborts=3, last_abort=NOW - 700, until=NOW - 20, kind=Kind.EMPTY_QUEUE.value)
     state = S.STOPPED if started else S.FAILED
     ended = machine(state=state, created_at=NOW - 500, started=started, stopped=NOW - 10, shutdown_message=message,
@@ -270,10 +271,15 @@ def test_a_machine_the_cloud_ended_for_want_of_room_is_no_abort(cause, message, 
     d = planner.plan(limits(100), mts(A), [ended], fb, NOW)
     after = d.feedback.get("a", fb["a"])
     if kind is None:
-        assert (after.consecutive_aborts, after.backoff_until, after.kind) == (3, NOW - 20, Kind.EMPTY_QUEUE.value)
-        assert d.plan.held["a"].startswith(f"capacity: a-p ended by the cloud ({cause.value})")
+        backoff_seconds = mts(A)["a"].backoff_seconds
+        assert (after.consecutive_aborts, after.backoff_until, after.kind) == (3, NOW - 10 + backoff_seconds,
+                                                                               Kind.CAPACITY.value)
+        assert d.plan.held["a"].startswith("backoff until") and "the cloud's refusal" in d.plan.held["a"]
+        assert f"a-p ended by the cloud ({cause.value})" in d.plan.held["a"]
         assert created(d) == {}
-        again = planner.plan(limits(100), mts(A), [], fb, NOW + 60)  # next cycle: the one probe
+        held = planner.plan(limits(100), mts(A), [], {"a": after}, NOW + backoff_seconds - 20)
+        assert created(held) == {}
+        again = planner.plan(limits(100), mts(A), [], {"a": after}, NOW + backoff_seconds)  # then the one probe
         assert created(again) == {"a": 1}
     else:
         assert (after.consecutive_aborts, after.kind) == (4, kind.value)
@@ -284,8 +290,20 @@ def test_a_machine_the_cloud_ended_for_want_of_room_is_no_abort(cause, message, 
     "ramp, made, after",
     [(0, 0, 0), (1, 0, 1), (64, 0, 1), (64, 20, 20), (64, 64, 64), (8, 30, 8)],
 )
-def test_a_refusal_keeps_the_backoff_and_shrinks_the_ramp_to_what_fitted(ramp, made, after):
+def test_a_refusal_backs_off_without_escalating_and_shrinks_the_ramp_to_what_fitted(ramp, made, after):
+    a = mt("a", backoff_seconds=100)
     state = FeedbackState(2, T0, T0 + 200, T0, "a-x: 300 No more work available", Kind.EMPTY_QUEUE.value, ramp)
-    refused = backoff.record_refusal(state, made)
-    assert refused == replace(state, ramp=after)
-    assert backoff.gate(refused, T0 + 200) is Gate.PROBE
+    refused = backoff.record_refusal(state, a, T0 + 300, "create refused: no room", made)
+    assert refused == replace(state, backoff_until=T0 + 400, last_message="create refused: no room",
+                              kind=Kind.CAPACITY.value, ramp=after)
+    assert backoff.gate(refused, T0 + 399) is Gate.BACKOFF and backoff.gate(refused, T0 + 400) is Gate.PROBE
+    again = backoff.record_refusal(refused, a, T0 + 400, "create refused: no room", made)
+    assert again.backoff_until == T0 + 500 and again.consecutive_aborts == 2  # never doubled
+    fresh = backoff.record_refusal(FeedbackState(), a, T0, "create refused: no room")
+    assert backoff.gate(fresh, T0 + 100) is Gate.OPEN  # a refusal alone leaves no probe behind
+
+
+def test_a_refusal_does_not_shorten_a_longer_backoff():
+    a = mt("a", backoff_seconds=100)
+    state = FeedbackState(4, T0, T0 + 800, T0, "a-x: 500 Cannot mount /cvmfs", Kind.FAILURE.value)
+    assert backoff.record_refusal(state, a, T0 + 10, "a-y ended by the cloud (capacity)") == state

@@ -20,10 +20,10 @@ LeaseLost there and stops acting on the space at once.  Every new record
 carries the epoch it was created under.
 
 A failed create stops creation of that machinetype for the rest of the
-cycle.  A permanent error (or a user_data that cannot be rendered) puts the
-machinetype into backoff; a capacity or quota refusal does not (the cloud had
-no room: `backoff.record_refusal`) and is kept in `refused` for the cycle's
-decision record; a temporary error (timeout, 5xx) does neither, and its
+cycle.  A permanent error (or a user_data that cannot be rendered) is an
+abort of the machinetype (its backoff escalates); a capacity or quota refusal
+is not (the cloud had no room: `backoff.record_refusal`, a backoff that never
+doubles) and is kept in `refused` for the cycle's decision record; a temporary error (timeout, 5xx) does neither, and its
 record is kept until reconcile sees whether the machine appeared after all.
 """
 
@@ -211,7 +211,7 @@ class Actuator:
                 self.close(record, outcome, now, machinetype)
                 if cause is not None:  # the cloud had no room: not the project's abort
                     self.refused[machinetype.name] = f"create refused: {e}"
-                    feedback = backoff.record_refusal(feedback, made)
+                    feedback = backoff.record_refusal(feedback, machinetype, now, f"create refused: {e}", made)
                 else:
                     feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
             else:

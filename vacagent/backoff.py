@@ -28,10 +28,13 @@ attempt) escalates again.
 
 A creation the cloud refused for capacity or quota (`record_refusal`: the
 create call refused with `CapacityExhausted`/`QuotaExceeded`, or a machine
-it accepted and then ended with the `capacity`/`quota` cause) is not an
-abort: the cloud had no room, the project is not at fault.  Nothing starts,
-escalates or decays; the machinetype creates nothing more that cycle and
-tries again the next one, as Vcycle does; a ramp shrinks to what fitted.
+it accepted and then ended with the `capacity`/`quota` cause, such as Nova's
+"No valid host") is not an abort: the cloud had no room, the project is not
+at fault.  The machinetype waits `backoff_seconds` (`Kind.CAPACITY`; never
+doubled, however often the cloud refuses), so that a full cloud is asked
+once per backoff rather than every cycle; the abort count and wave stay as
+they were, so a probing machinetype probes again afterwards at the same
+escalation; a ramp shrinks to what fitted.
 
 Success ends the backoff at once: a machine that reports it started a job
 after the last abort (`record_found_work`), or a machine
@@ -58,6 +61,7 @@ class Kind(str, enum.Enum):
     EMPTY_QUEUE = "empty_queue"
     FAILURE = "failure"
     NO_START = "no_start"
+    CAPACITY = "capacity"  # not an abort: the cloud refused for capacity or quota (`record_refusal`)
 
 
 def kind_of(code: int | None, started: bool) -> Kind:
@@ -131,14 +135,18 @@ def record_abort(
     )
 
 
-def record_refusal(state: FeedbackState, made: int = 0) -> FeedbackState:
-    """The cloud refused a creation for capacity or quota after `made` machines of the machinetype were
-    created this cycle: not the project's abort.  The backoff's count, wave, last abort and expiry stay
-    as they were (a refusal neither starts, escalates nor prolongs one); a ramp shrinks to what fitted
-    (at least one machine), so that it does not grow while the cloud creates nothing."""
-    if state.ramp <= max(1, made):
-        return state
-    return replace(state, ramp=max(1, made))
+def record_refusal(
+    state: FeedbackState, machinetype: MachineType, at: float, message: str, made: int = 0
+) -> FeedbackState:
+    """The cloud refused a creation at `at` for capacity or quota, after `made` machines of the machinetype
+    were created that cycle: not the project's abort.  A backoff of `backoff_seconds` (capped, never
+    doubled), unless a longer one already runs; the count and wave stay as they were; a ramp shrinks to
+    what fitted (at least one machine), so that it does not grow while the cloud creates nothing."""
+    ramp = min(state.ramp, max(1, made))
+    until = at + delay(machinetype, 1, Kind.EMPTY_QUEUE)
+    if state.backoff_until is not None and state.backoff_until >= until:
+        return replace(state, ramp=ramp)
+    return replace(state, backoff_until=until, last_message=message, kind=Kind.CAPACITY.value, ramp=ramp)
 
 
 def _ended(state: FeedbackState, ramp: int) -> FeedbackState:

@@ -340,9 +340,10 @@ def _live_ledger(records: dict[str, MachineRecord], job_seconds: dict[str, float
     return {mt: {k: round(v, 3) for k, v in phases.items()} for mt, phases in live.items()}
 
 
-def refusal_reason(refusal: str) -> str:
+def refusal_reason(refusal: str, state: FeedbackState | None) -> str:
     """The held reason of a machinetype whose creation the cloud refused this cycle (capacity, quota)."""
-    return f"capacity: {refusal}; the cloud's, not the project's abort: no backoff, tried again next cycle"
+    until = f"backoff until {iso(state.backoff_until)}, " if state and state.backoff_until else ""
+    return f"capacity: {refusal}; {until}the cloud's refusal, not the project's abort"
 
 
 def _decision_record(space, now, views, decision, done, definition_errors, feedback, limits) -> dict[str, Any]:
@@ -368,11 +369,12 @@ def _decision_record(space, now, views, decision, done, definition_errors, feedb
         "create_failed": done["failed"],
         "deleted": done["deleted"],
         "closed": done["closed"],
-        "held": {**decision.plan.held, **{mt: refusal_reason(why) for mt, why in done.get("refused", {}).items()}},
+        "held": {**decision.plan.held,
+                 **{mt: refusal_reason(why, feedback.get(mt)) for mt, why in done.get("refused", {}).items()}},
         "backoff": {
             name: {"until": state.backoff_until, "consecutive_aborts": state.consecutive_aborts}
             for name, state in feedback.items()
-            if state.probing
+            if state.probing or (state.backoff_until is not None and state.backoff_until > now)
         },
         "definition_errors": definition_errors,
         **_holder(space),

@@ -11,12 +11,11 @@ machines reporting a job started (`jobs_started`), in time order, move each
 machinetype's backoff state (`backoff`).  Then creation (`_creations`),
 per machinetype, by these rules, each naming itself first in `Plan.held`:
 
-- `capacity`: none more this cycle after the cloud took back a machine of
-  it for want of room (the outcome's cause `capacity` or `quota`): not the
-  project's abort, so no backoff; it tries again next cycle (a create the
-  cloud refuses is the actuator's, with the same rule: `backoff.record_refusal`);
 - `backoff`: none while the backoff lasts (a fresh `demand` report of
-  waiting jobs lifts a backoff after `300`);
+  waiting jobs lifts a backoff after `300`); a machine the cloud took back
+  for want of room (the outcome's cause `capacity` or `quota`) is not the
+  project's abort but backs off all the same, never doubling (a create the
+  cloud refuses is the actuator's, with the same rule: `backoff.record_refusal`);
 - `looking`: none while a machine of it is up and reports 0 jobs started;
 - `demand`: no more than a fresh `demand` report's waiting jobs, less the
   machines starting;
@@ -159,11 +158,8 @@ def plan(
     views = list(views)
     held = dict(held or {})
     life = lifecycle(limits, machinetypes, views, now)
-    states, refused = _feedback(machinetypes, life, feedback, now)
+    states = _feedback(machinetypes, life, feedback, now)
     current = {**feedback, **states}
-    for name, what in refused.items():
-        held.setdefault(name, f"capacity: {what}; the cloud's, not the project's abort: no backoff, "
-                              "tried again next cycle")
     creates, ramps = _creations(limits, machinetypes, views, current, now, held)
     for name, ramp in ramps.items():
         states[name] = replace(current.get(name, FeedbackState()), ramp=ramp)
@@ -179,24 +175,21 @@ def _feedback(
     life: Lifecycle,
     feedback: Mapping[str, FeedbackState],
     now: float,
-) -> tuple[dict[str, FeedbackState], dict[str, str]]:
-    """The machinetypes' new feedback states from this cycle's evidence, in time order, and the
-    machinetypes whose machines the cloud ended for capacity or quota this cycle (name -> what).
+) -> dict[str, FeedbackState]:
+    """The machinetypes' new feedback states from this cycle's evidence, in time order.
 
-    Evidence: an abort (at its end); a machine that ran past fizzle_seconds
+    Evidence: an abort (at its end), or the cloud's refusal (an end it put
+    down to capacity or quota, at its end); a machine that ran past fizzle_seconds
     (at started + fizzle_seconds, whenever it ends: a probe that ran its
     fizzle_seconds and ended between two cycles still counts); a machine
     that reports a job started (`jobs_started` > 0: at `now` while it runs,
     just before its end when it has ended).
     """
     events = []
-    refused: dict[str, str] = {}
     for view, a in life.ended:
         outcome = a.outcome
         mt = machinetypes[view.machinetype]
-        if outcome.cause in _REFUSALS:  # the cloud took it back for want of room: not the project's abort
-            refused[mt.name] = f"{view.name} ended by the cloud ({outcome.cause}): {outcome.message or outcome.reason}"
-        elif outcome.aborted:
+        if outcome.aborted or outcome.cause in _REFUSALS:
             events.append((outcome.at, 2, view, outcome))
         if view.started is not None and outcome.ran_seconds >= mt.fizzle_seconds:
             events.append((view.started + mt.fizzle_seconds, 0, view, _FIZZLE))
@@ -221,17 +214,16 @@ def _feedback(
         elif evidence is _FOUND:
             found_at = view.jobs_started_at if view.jobs_started_at is not None else view.started
             state = backoff.record_found_work(state, min(found_at, at))
+        elif evidence.cause in _REFUSALS:  # the cloud took it back for want of room: not the project's abort
+            message = f"{view.name} ended by the cloud ({evidence.cause}): {evidence.message or evidence.reason}"
+            state = backoff.record_refusal(state, mt, at, message)
         else:
             message = f"{view.name}: {evidence.message or 'no shutdown message'} after {evidence.ran_seconds:.0f}s"
             kind = backoff.kind_of(evidence.code, view.started is not None)
             state = backoff.record_abort(state, mt, at, view.created, message, kind)
         if state != feedback.get(mt.name, FeedbackState()) or mt.name in states:
             states[mt.name] = state
-    for name in refused:
-        state = backoff.record_refusal(states.get(name, feedback.get(name, FeedbackState())))
-        if state != feedback.get(name, FeedbackState()):
-            states[name] = state
-    return states, refused
+    return states
 
 
 def _creations(
@@ -289,6 +281,10 @@ def _creations(
         g = backoff.gate(state, now)
         if g is Gate.BACKOFF and state.kind == Kind.EMPTY_QUEUE.value and need is not None and need > 0:
             g = Gate.OPEN  # the project says work waits: its queue is no longer empty
+        if g is Gate.BACKOFF and state.kind == Kind.CAPACITY.value:
+            held[name] = (f"backoff until {iso(state.backoff_until or now)}, the cloud's refusal "
+                          f"(capacity or quota), not the project's abort; last: {state.last_message}")
+            continue
         if g is Gate.BACKOFF:
             kind = f" ({state.kind.replace('_', ' ')})" if state.kind else ""
             held[name] = (
