@@ -151,7 +151,8 @@ def test_a_capacity_refusal_backs_the_machinetype_off_without_counting_an_abort(
     before = c.creates()
     c.refuse_next_create()
     state = tmp_path / "state"
-    daemon = start(vacagent_bin, c.config(tmp_path, site), tmp_path / "daemon.log", c.environment)
+    config = c.config(tmp_path, site)
+    daemon = start(vacagent_bin, config, tmp_path / "daemon.log", c.environment)
     try:
         fb = wait_for(lambda: feedback(state).get("kind") == "capacity" and feedback(state), timeout=60)
         assert fb["backoff_until"] > time.time() + 30 and fb.get("consecutive_aborts", 0) == 0
@@ -161,6 +162,8 @@ def test_a_capacity_refusal_backs_the_machinetype_off_without_counting_an_abort(
         decisions = [json.loads(line) for line in (state / "decisions" / "cloud.jsonl").read_text().splitlines()]
         (held,) = [d["held"]["burst"] for d in decisions if d.get("create_failed")][:1]
         assert held.startswith("capacity: create refused") and "backoff until" in held
+        text = subprocess.run([vacagent_bin, "status", "--config", str(config)], capture_output=True, text=True).stdout
+        assert "(the cloud refused: capacity or quota)" in text
     finally:
         stop(daemon)
 

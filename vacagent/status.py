@@ -144,6 +144,7 @@ def _space_status(settings: Settings, store: SpaceStore, now: float) -> dict[str
             "gate": gate(feedback, now).value,
             "backoff_until": feedback.backoff_until,
             "consecutive_aborts": feedback.consecutive_aborts,
+            "backoff_kind": feedback.kind,
             "last_abort": feedback.last_message,
             "held": last.get("held", {}).get(mt),
             "closed_last_week": finished,
@@ -240,7 +241,9 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
         yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
         for mt, info in space["machinetypes"].items():
             states = " ".join(f"{k}={v}" for k, v in info["states"].items()) or "-"
-            if info["gate"] == "backoff":
+            if info["gate"] == "backoff" and info.get("backoff_kind") == "capacity":
+                fb = f"backoff until {iso(info['backoff_until'])} (the cloud refused: capacity or quota)"
+            elif info["gate"] == "backoff":
                 fb = f"backoff until {iso(info['backoff_until'])} ({info['consecutive_aborts']} aborts)"
             elif info["gate"] == "probe":
                 fb = f"probing after {info['consecutive_aborts']} abort(s)"
