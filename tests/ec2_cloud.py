@@ -69,6 +69,7 @@ class FaultLayer:
         self.faults: list[dict] = []
         self.tokens: dict[tuple[str, str], str] = {}  # (region, ClientToken) -> instance id
         self.requests: Counter = Counter()
+        self.hidden: set[str] = set()  # instance ids the next listing (not a look-up by id) leaves out
 
     def __call__(self, environ, start_response):
         if environ["REQUEST_METHOD"] != "POST" or environ.get("PATH_INFO", "/") != "/":
@@ -89,7 +90,28 @@ class FaultLayer:
             return [_error_document(fault["code"], fault["message"])]
         if action == "RunInstances" and params.get("ClientToken"):
             return self._idempotent_run(environ, params, start_response)
+        by_id = any(k.startswith("Filter.") and v == "instance-id" for k, v in params.items())
+        if action == "DescribeInstances" and self.hidden and not by_id:
+            return self._hiding(environ, start_response)
         return self.inner(environ, start_response)
+
+    def _hiding(self, environ, start_response):
+        """A listing that leaves out the hidden instances, as EC2's eventual consistency may (once)."""
+        with self.lock:
+            hidden, self.hidden = self.hidden, set()
+        status, headers, body = self._call(environ)
+        if status.startswith("200"):
+            root = ET.fromstring(body)
+            ET.register_namespace("", root.tag[1 : root.tag.index("}")])
+            reservations = root.find("{*}reservationSet")
+            for reservation in list(reservations):
+                if {i.text for i in reservation.iter() if i.tag.endswith("}instanceId")} & hidden:
+                    reservations.remove(reservation)
+            body = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [body]
 
     def _call(self, environ, body: bytes | None = None) -> tuple[str, list, bytes]:
         if body is not None:
@@ -188,6 +210,12 @@ class EC2Cloud:
     def clear_faults(self) -> None:
         with self.layer.lock:
             self.layer.faults.clear()
+            self.layer.hidden.clear()
+
+    def hide(self, instance_id: str) -> None:
+        """The next listing of instances leaves this one out (a look-up by id still finds it)."""
+        with self.layer.lock:
+            self.layer.hidden.add(instance_id)
 
     def _instance(self, instance_id: str, region: str = REGION):
         from moto.ec2.models import ec2_backends

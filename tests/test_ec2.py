@@ -178,3 +178,19 @@ def test_a_spot_reclaim_is_listed_as_reclaimed_then_gone_once_deleted(driver):
     assert listed.stopped_at is not None
     driver.backend.delete_machine(listed)
     assert driver.backend.list_machines() == []
+
+
+def test_an_instance_left_out_of_a_listing_is_found_when_looked_up(driver):
+    """EC2 is eventually consistent: a listing may leave out a live instance, and the cycle must not close
+    its record.  Looked up by id (a filter: InstanceIds would fail the request on the gone one)."""
+    hidden = driver.backend.create_machine(driver.request("mt-hidden"))
+    gone = driver.backend.create_machine(driver.request("mt-gone"))
+    assert {m.name for m in driver.backend.list_machines()} == {"mt-hidden", "mt-gone"}
+    driver.backend.delete_machine(gone)
+    driver.cloud.hide(hidden.backend_id)
+    assert driver.backend.list_machines() == []  # the gone one is done, the hidden one left out
+    before = driver.backend.requests_made
+    (found,) = driver.backend.look_up([hidden, gone])
+    assert (found.name, found.backend_id, found.state) == ("mt-hidden", hidden.backend_id, MachineState.RUNNING)
+    assert driver.backend.requests_made == before + 1  # one request for both
+    assert driver.backend.look_up([]) == []

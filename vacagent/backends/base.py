@@ -73,7 +73,7 @@ class LookingUp(Protocol):
     def look_up(self, machines: list[Machine]) -> list[Machine]:
         """Of `machines`, listed before and left out of the last listing without vacagent deleting
         them, those that still exist, as they are now.  For clouds whose listing can leave out a
-        live machine (Nova's across its cells and build requests, EC2's eventual consistency):
+        live machine (OpenStack: Nova's cells and build requests; EC2: its eventual consistency):
         the cycle asks before it takes a machine for gone, which would close its record."""
 
 

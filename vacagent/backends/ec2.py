@@ -20,7 +20,9 @@ override the mapping through `REASONS`: a spot reclaim
 project for it.  A terminated instance stays visible in EC2 for about an
 hour: ours (`Client.UserInitiatedShutdown`, or any we deleted) is left out
 of the listing at once; one that ended by itself is listed stopped until
-vacagent deletes it.
+vacagent deletes it.  EC2's API is eventually consistent: an instance a
+listing leaves out is described by id (`look_up`) before its record is
+closed as gone.
 
 Errors map through `error_kind` to `errors.py` types.  Credentials come
 from boto3's standard chain (environment, shared files with an optional
@@ -76,6 +78,7 @@ QUOTA_CODES = frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotI
 TEMPORARY_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError",
                              "ServiceUnavailable", "Unavailable"})
 GONE_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+FILTER_VALUES = 200  # ids per look-up request: a filter of this size EC2 accepts
 
 _TIME_IN_REASON = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 
@@ -171,29 +174,30 @@ class EC2Backend:
     # -- the protocol ----------------------------------------------------
 
     def list_machines(self) -> list[Machine]:
-        filters = [
-            {"Name": f"tag:{TAG_SITE}", "Values": [self.context.site]},
-            {"Name": f"tag:{TAG_SPACE}", "Values": [self.context.space]},
-        ]
-        raws = []
         try:
             if not self._looked_up:
                 self._look_up_candidates()
-            pages = self.client.get_paginator("describe_instances").paginate(
-                Filters=filters, PaginationConfig={"PageSize": self.page_size}
-            )
-            for page in pages:
-                for reservation in page["Reservations"]:
-                    raws.extend(reservation["Instances"])
-            unknown = {raw.get("InstanceType", "") for raw in raws} - set(self.sizes) - {""}
-            if unknown:
-                self._look_up(sorted(unknown))
+            raws = self._describe([])
         except (ClientError, BotoCoreError) as e:
             raise self._error(f"listing space {self.context.space}", e) from e
-        vcpus = {name: size.vcpus for name, size in self.sizes.items()}
-        machines = [m for m in (to_machine(raw, vcpus, self._deleted) for raw in raws) if m is not None]
+        machines = self._machines(raws)
         self._deleted &= {raw.get("InstanceId") for raw in raws}
         return machines
+
+    def look_up(self, machines: list[Machine]) -> list[Machine]:
+        """Describe by id the instances the listing left out (base.LookingUp): EC2's API is eventually
+        consistent, so a listing may miss an instance that exists.  The ids go in a filter, not in
+        InstanceIds, which fails the whole request when one id is unknown; an instance EC2 no longer
+        knows, or one whose deletion is done, is simply not found."""
+        ids = [m.backend_id for m in machines if m.backend_id]
+        raws = []
+        try:
+            for i in range(0, len(ids), FILTER_VALUES):
+                raws.extend(self._describe([{"Name": "instance-id", "Values": ids[i : i + FILTER_VALUES]}]))
+        except (ClientError, BotoCoreError) as e:
+            raise self._error(f"space {self.context.space}: looking up {len(ids)} machine(s)", e) from e
+        names = {m.name for m in machines}
+        return [m for m in self._machines(raws) if m.name in names]
 
     def create_machine(self, request: CreateRequest) -> Machine:
         mt = request.machinetype
@@ -225,6 +229,26 @@ class EC2Backend:
         self._deleted.add(machine.backend_id)
 
     # -- helpers ---------------------------------------------------------
+
+    def _describe(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """This site's instances in the space (and matching `filters`), through the paginator."""
+        filters = [
+            {"Name": f"tag:{TAG_SITE}", "Values": [self.context.site]},
+            {"Name": f"tag:{TAG_SPACE}", "Values": [self.context.space]},
+            *filters,
+        ]
+        pages = self.client.get_paginator("describe_instances").paginate(
+            Filters=filters, PaginationConfig={"PageSize": self.page_size}
+        )
+        raws = [raw for page in pages for reservation in page["Reservations"] for raw in reservation["Instances"]]
+        unknown = {raw.get("InstanceType", "") for raw in raws} - set(self.sizes) - {""}
+        if unknown:
+            self._look_up(sorted(unknown))
+        return raws
+
+    def _machines(self, raws: list[dict[str, Any]]) -> list[Machine]:
+        vcpus = {name: size.vcpus for name, size in self.sizes.items()}
+        return [m for m in (to_machine(raw, vcpus, self._deleted) for raw in raws) if m is not None]
 
     def _launch(self, request: CreateRequest, image: str, instance_type: str) -> dict[str, Any]:
         site, space = self.context.site, self.context.space
