@@ -54,24 +54,34 @@ spaces:
     return config
 
 
-@pytest.fixture
-def daemon(tmp_path, vacagent_bin):
-    started = []
+class Daemons:
+    """The test's daemons: started by calling, all stopped by `stop` (before the project is wiped: a
+    daemon still running would replace the servers the wipe deletes, until the wipe gives up)."""
 
-    def run(config):
-        process = start(vacagent_bin, config, tmp_path / "daemon.log")
-        started.append(process)
+    def __init__(self, vacagent_bin, log):
+        self.vacagent_bin, self.log, self.started = vacagent_bin, log, []
+
+    def __call__(self, config):
+        process = start(self.vacagent_bin, config, self.log)
+        self.started.append(process)
         return process
 
-    yield run
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def stop(self):
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path, vacagent_bin):
+    daemons = Daemons(vacagent_bin, tmp_path / "daemon.log")
+    yield daemons
+    daemons.stop()
 
 
 @pytest.fixture
@@ -128,6 +138,7 @@ def test_machines_get_the_flavor_tags_metadata_and_user_data_and_are_fed_back_an
         wait_for(lambda: len(servers(cloud, project)) == 2, 120, 1)  # replaced
         no_leak(cloud, project, tmp_path / "state")
     finally:
+        daemon.stop()
         cloud.wipe(project)
 
 
@@ -143,6 +154,7 @@ def test_a_flavor_too_big_backs_off_with_novas_no_valid_host(tmp_path, cloud, da
         assert feedback["backoff_until"] and "No valid host was found" in feedback["last_message"]
         wait_for(lambda: servers(cloud, project) == [], 120, 1)  # the ERROR server is deleted, not left
     finally:
+        daemon.stop()
         cloud.wipe(project)
 
 
@@ -158,6 +170,7 @@ def test_an_instances_quota_of_two_gives_two_machines_and_a_quota_backoff(tmp_pa
         assert feedback["backoff_until"] and "Quota exceeded" in feedback["last_message"]
         no_leak(cloud, project, tmp_path / "state")
     finally:
+        daemon.stop()
         cloud.wipe(project)
 
 
@@ -175,6 +188,7 @@ def test_without_processors_limit_the_projects_quota_limits(tmp_path, cloud, dae
         assert last["processors_limit"] == 20
         no_leak(cloud, project, tmp_path / "state")
     finally:
+        daemon.stop()
         cloud.wipe(project)
 
 
@@ -204,4 +218,5 @@ def test_sigkill_between_intent_and_create_leaves_no_server_without_a_record(whe
         wait_for(lambda: open_records(state, "cloud") == {name}, 60, 1)
         assert len(servers(cloud, project)) == 1
     finally:
+        daemon.stop()
         cloud.wipe(project)
