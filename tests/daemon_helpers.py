@@ -54,6 +54,18 @@ def start(vacagent_bin: str, config: Path, log: Path, env: dict | None = None) -
     )
 
 
+def stop_daemon(daemon: subprocess.Popen) -> None:
+    """SIGTERM, as systemd stops a unit; SIGKILL after 60 s if it has not exited (a test's clean-up)."""
+    if daemon.poll() is not None:
+        return
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+
+
 def processes_of_site(site: str, scripts_only: bool = False) -> dict[str, list[int]]:
     """Machine name -> pids, found by the environment of every process on the host.
 

@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon_helpers import CHURN, open_records, wait_for
+from daemon_helpers import CHURN, open_records, stop_daemon, wait_for
 
 from vacagent.state.lease import SpaceLease
 
@@ -116,14 +116,7 @@ class Fleet:
 
     def stop_all(self) -> None:
         for name in list(self.procs):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_daemon(self.procs.pop(name))
 
 
 def holders(state_dir: Path, lease_seconds: float, spaces=SPACES) -> dict[str, tuple[str, int] | None]:

@@ -13,7 +13,7 @@ import pytest
 
 from vacagent.backends import nova
 
-from daemon_helpers import accounting, open_records, start, wait_for
+from daemon_helpers import accounting, open_records, start, stop_daemon, wait_for
 from openstack_support import FAULTY_REGION, IMAGE
 
 pytestmark = [pytest.mark.openstack, pytest.mark.slow]
@@ -68,13 +68,7 @@ class Daemons:
 
     def stop(self):
         for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_daemon(process)
 
 
 @pytest.fixture

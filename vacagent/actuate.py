@@ -23,8 +23,9 @@ A failed create stops creation of that machinetype for the rest of the
 cycle.  A permanent error (or a user_data that cannot be rendered) is an
 abort of the machinetype (its backoff escalates); a capacity or quota refusal
 is not (the cloud had no room: `backoff.record_refusal`, a backoff that never
-doubles) and is kept in `refused` for the cycle's decision record; a temporary error (timeout, 5xx) does neither, and its
-record is kept until reconcile sees whether the machine appeared after all.
+doubles) and is kept in `refused` for the cycle's decision record; a
+temporary error (timeout, 5xx) does neither, and its record is kept until
+reconcile sees whether the machine appeared after all.
 """
 
 from __future__ import annotations
@@ -210,8 +211,8 @@ class Actuator:
                 outcome = Outcome(message, 700, 0.0, True, "create failed", now, cause.value if cause else None)
                 self.close(record, outcome, now, machinetype)
                 if cause is not None:  # the cloud had no room: not the project's abort
-                    self.refused[machinetype.name] = f"create refused: {e}"
-                    feedback = backoff.record_refusal(feedback, machinetype, now, f"create refused: {e}", made)
+                    refusal = self.refused[machinetype.name] = f"create refused: {e}"
+                    feedback = backoff.record_refusal(feedback, machinetype, now, refusal, made)
                 else:
                     feedback = backoff.record_abort(feedback, machinetype, now, now, f"create failed: {e}")
             else:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any, Iterable
 
 from vacagent import backoff
-from vacagent.backoff import gate
+from vacagent.backoff import Kind, gate
 from vacagent.config import Settings
 from vacagent.model import iso
 from vacagent.state import formats
@@ -241,7 +241,7 @@ def format_status(report: dict[str, Any], machines: bool = True) -> Iterable[str
         yield f"  {'MACHINETYPE':<28} {'MACHINES':>8} {'PROCS':>6}  {'STATES':<32} FEEDBACK"
         for mt, info in space["machinetypes"].items():
             states = " ".join(f"{k}={v}" for k, v in info["states"].items()) or "-"
-            if info["gate"] == "backoff" and info.get("backoff_kind") == "capacity":
+            if info["gate"] == "backoff" and info.get("backoff_kind") == Kind.CAPACITY.value:
                 fb = f"backoff until {iso(info['backoff_until'])} (the cloud refused: capacity or quota)"
             elif info["gate"] == "backoff":
                 fb = f"backoff until {iso(info['backoff_until'])} ({info['consecutive_aborts']} aborts)"
